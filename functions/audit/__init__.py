@@ -1,0 +1,1 @@
+"""The audit function: the audit trail: events, export, verification, live feed, ingestion."""

@@ -1,0 +1,1 @@
+"""The auth function: accounts, sessions, social sign-in (/api/auth/*) and API keys."""

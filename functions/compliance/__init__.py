@@ -1,0 +1,1 @@
+"""The compliance function: HIPAA BAAs, the EU AI Act registry and compliance reports."""

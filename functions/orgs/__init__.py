@@ -1,0 +1,1 @@
+"""The orgs function: organizations, members, roles and invitations (/api/auth/organization/*)."""

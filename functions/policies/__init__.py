@@ -1,0 +1,1 @@
+"""The policies function: MCP servers, policies, agent sessions, kill switch, approvals."""

@@ -1,0 +1,8 @@
+"""Lambda entry point of the policies function: `app` for ASGI servers, `handler` for Lambda."""
+
+from shared.web import create_app, make_handler
+
+HEALTH_PATH = "/api/v1/policies/_health"
+
+app = create_app("policies", health_path=HEALTH_PATH)
+handler = make_handler(app)

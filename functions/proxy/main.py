@@ -1,0 +1,8 @@
+"""Lambda entry point of the proxy function: `app` for ASGI servers, `handler` for Lambda."""
+
+from shared.web import create_app, make_handler
+
+HEALTH_PATH = "/proxy/_health"
+
+app = create_app("proxy", health_path=HEALTH_PATH)
+handler = make_handler(app)

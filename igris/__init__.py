@@ -1,0 +1,1 @@
+"""Local tooling: the `igris` command (serve, migrate, invoke) and the local PostgreSQL stack."""

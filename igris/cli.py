@@ -1,0 +1,165 @@
+"""The `igris` command: run Igris locally, migrate, invoke a function's handler.
+
+    igris serve [--host H] [--port P]     every function on one local server
+    igris migrate [--revision R]          alembic upgrade on DATABASE_URL_UNPOOLED
+    igris invoke FUNCTION EVENT.json      run a Lambda handler with a recorded event
+    igris db start|stop|url               the local PostgreSQL that serve starts
+
+Without DATABASE_URL, serve, migrate and invoke use a local PostgreSQL kept in
+`.local/pgdata` (started for you, migrated, kept across restarts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import secrets
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_HOME = ROOT / ".local"
+LOCAL_DB_PORT = 54329
+FUNCTIONS = ("auth", "orgs", "policies", "audit", "compliance", "proxy", "migrate", "backup")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="igris", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=Path(os.environ.get("IGRIS_HOME", DEFAULT_HOME)),
+        help="folder for local state: the PostgreSQL data and generated dev secrets",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve every function on one local server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--reload", action="store_true", help="restart on code changes")
+
+    migrate = commands.add_parser("migrate", help="run pending migrations")
+    migrate.add_argument("--revision", default="head")
+
+    invoke = commands.add_parser("invoke", help="run a function's handler with a Lambda event")
+    invoke.add_argument("function", choices=FUNCTIONS)
+    invoke.add_argument("event", type=Path, help="a JSON event file (see events/)")
+
+    db = commands.add_parser("db", help="the local PostgreSQL")
+    db.add_argument("action", choices=("start", "stop", "url"))
+
+    args = parser.parse_args(argv)
+    home: Path = args.home
+    if args.command == "serve":
+        return _serve(home, args.host, args.port, reload=args.reload)
+    if args.command == "migrate":
+        _prepare_environment(home, migrate=False)
+        from functions.migrate.migrator import run_migrations
+
+        print(json.dumps(run_migrations(revision=args.revision).as_dict()))
+        return 0
+    if args.command == "invoke":
+        return _invoke(home, args.function, args.event)
+    return _db(home, args.action)
+
+
+def _serve(home: Path, host: str, port: int, *, reload: bool) -> int:
+    try:
+        import uvicorn
+    except ImportError:
+        print("igris serve needs the local extras: pip install -e '.[local]'", file=sys.stderr)
+        return 2
+    _prepare_environment(home, migrate=True)
+    print(f"Igris is serving every function on http://{host}:{port}", file=sys.stderr)
+    uvicorn.run(
+        "igris.gateway:LocalGateway",
+        factory=True,
+        host=host,
+        port=port,
+        lifespan="off",
+        reload=reload,
+        reload_dirs=[str(ROOT / "shared"), str(ROOT / "functions")] if reload else None,
+        log_level="info",
+    )
+    return 0
+
+
+def _invoke(home: Path, function: str, event_path: Path) -> int:
+    from igris.lambda_context import LocalLambdaContext
+
+    _prepare_environment(home, migrate=function not in {"migrate"})
+    event = json.loads(event_path.read_text(encoding="utf-8"))
+    module = importlib.import_module(f"functions.{function}.main")
+    context = LocalLambdaContext(function_name=f"igris-{function}")
+    result = module.handler(event, context)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def _db(home: Path, action: str) -> int:
+    database = _local_postgres(home)
+    if action == "start":
+        database.ensure_started()
+        database.create_database("igris")
+        print(database.url("igris_owner", "igris"))
+    elif action == "stop":
+        database.stop()
+    else:
+        print(database.url("igris_owner", "igris"))
+    return 0
+
+
+def _local_postgres(home: Path) -> Any:
+    from igris.localdb import LocalPostgres
+
+    return LocalPostgres(data_dir=home / "pgdata", port=LOCAL_DB_PORT)
+
+
+def _prepare_environment(home: Path, *, migrate: bool) -> None:
+    """Local defaults: settings for a developer machine, and a database when none is set.
+
+    With DATABASE_URL unset, start (or reuse) the local PostgreSQL, point DATABASE_URL at it
+    as the application role and DATABASE_URL_UNPOOLED as the owner, and migrate it.
+    """
+    os.environ.setdefault("IGRIS_ENV", "local")
+    for name, value in _dev_secrets(home).items():
+        os.environ.setdefault(name, value)
+    if not os.environ.get("DATABASE_URL"):
+        database = _local_postgres(home)
+        database.ensure_started()
+        database.create_database("igris")
+        os.environ["DATABASE_URL"] = database.url("igris_app_user", "igris")
+        os.environ["DATABASE_URL_UNPOOLED"] = database.url("igris_owner", "igris")
+        migrate = True
+    from shared.config import get_settings
+
+    get_settings.cache_clear()
+    if migrate:
+        from functions.migrate.migrator import run_migrations
+
+        run_migrations()
+
+
+def _dev_secrets(home: Path) -> dict[str, str]:
+    """Random IGRIS_SECRET / IGRIS_ENCRYPTION_KEY for this machine, made once and kept."""
+    path = home / "dev-secrets.json"
+    if path.exists():
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(stored, dict):
+            return {str(k): str(v) for k, v in stored.items()}
+    values = {
+        "IGRIS_SECRET": secrets.token_urlsafe(48),
+        "IGRIS_ENCRYPTION_KEY": secrets.token_urlsafe(32),
+    }
+    home.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(json.dumps(values, indent=2), encoding="utf-8")
+    return values
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

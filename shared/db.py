@@ -1,0 +1,83 @@
+"""The database engine and the transaction-per-request session.
+
+Neon's pooled endpoint is PgBouncer in transaction mode, so: no server-side prepared
+statements (`prepare_threshold=None`), no session state, nothing held across requests but
+one idle connection. The engine is created lazily on first use so that importing a
+function's module costs no connection (and no settings) at cold start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Annotated
+
+from fastapi import Depends
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import URL, make_url
+from sqlmodel import Session
+
+from shared.config import get_settings
+
+
+def sqlalchemy_url(url: str) -> URL:
+    """`postgres://` / `postgresql://` URLs → the psycopg 3 dialect."""
+    parsed = make_url(url)
+    if parsed.drivername in {"postgres", "postgresql"}:
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def make_engine(url: str, *, pool_size: int = 1) -> Engine:
+    """An engine safe behind PgBouncer in transaction mode.
+
+    One Lambda environment serves one request at a time, hence a pool of one. Pre-ping
+    replaces a connection that died while the function was frozen; a connection that
+    breaks mid-request is invalidated by SQLAlchemy and the next checkout reconnects.
+    """
+    settings = get_settings()
+    return create_engine(
+        sqlalchemy_url(url),
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_pre_ping=True,
+        pool_timeout=settings.db_connect_timeout_seconds,
+        connect_args={
+            "prepare_threshold": None,
+            "connect_timeout": settings.db_connect_timeout_seconds,
+            "application_name": "igris",
+        },
+    )
+
+
+@lru_cache(maxsize=1)
+def get_engine() -> Engine:
+    """The process-wide engine on the pooled URL, created on first use."""
+    return make_engine(get_settings().pooled_url())
+
+
+@contextmanager
+def session_scope(engine: Engine | None = None) -> Iterator[Session]:
+    """One transaction: commits when the block ends, rolls back if it raises."""
+    with Session(engine or get_engine(), expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def get_session() -> Iterator[Session]:
+    """FastAPI dependency: the request's transaction.
+
+    Declared with `scope="function"` (see `SessionDep`), so the commit runs when the
+    endpoint returns and before the response is sent: a client never sees a success that
+    was not committed, and a failed commit becomes an error response.
+    """
+    with session_scope() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
