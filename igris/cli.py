@@ -23,7 +23,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_HOME = ROOT / ".local"
-LOCAL_DB_PORT = 54329
+LOCAL_DB_PORT = int(os.environ.get("IGRIS_LOCAL_DB_PORT", "54329"))
 FUNCTIONS = ("auth", "orgs", "policies", "audit", "compliance", "proxy", "migrate", "backup")
 
 
@@ -57,10 +57,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return _serve(home, args.host, args.port, reload=args.reload)
     if args.command == "migrate":
-        _prepare_environment(home, migrate=False)
+        started = _prepare_environment(home, migrate=False)
         from functions.migrate.migrator import run_migrations
 
-        print(json.dumps(run_migrations(revision=args.revision).as_dict()))
+        try:
+            print(json.dumps(run_migrations(revision=args.revision).as_dict()))
+        finally:
+            if started is not None:
+                started.stop()
         return 0
     if args.command == "invoke":
         return _invoke(home, args.function, args.event)
@@ -73,29 +77,37 @@ def _serve(home: Path, host: str, port: int, *, reload: bool) -> int:
     except ImportError:
         print("igris serve needs the local extras: pip install -e '.[local]'", file=sys.stderr)
         return 2
-    _prepare_environment(home, migrate=True)
+    started = _prepare_environment(home, migrate=True)
     print(f"Igris is serving every function on http://{host}:{port}", file=sys.stderr)
-    uvicorn.run(
-        "igris.gateway:LocalGateway",
-        factory=True,
-        host=host,
-        port=port,
-        lifespan="off",
-        reload=reload,
-        reload_dirs=[str(ROOT / "shared"), str(ROOT / "functions")] if reload else None,
-        log_level="info",
-    )
+    try:
+        uvicorn.run(
+            "igris.gateway:LocalGateway",
+            factory=True,
+            host=host,
+            port=port,
+            lifespan="off",
+            reload=reload,
+            reload_dirs=[str(ROOT / "shared"), str(ROOT / "functions")] if reload else None,
+            log_level="info",
+        )
+    finally:
+        if started is not None:
+            started.stop()  # the data stays in the home folder for the next run
     return 0
 
 
 def _invoke(home: Path, function: str, event_path: Path) -> int:
     from igris.lambda_context import LocalLambdaContext
 
-    _prepare_environment(home, migrate=function not in {"migrate"})
     event = json.loads(event_path.read_text(encoding="utf-8"))
-    module = importlib.import_module(f"functions.{function}.main")
-    context = LocalLambdaContext(function_name=f"igris-{function}")
-    result = module.handler(event, context)
+    started = _prepare_environment(home, migrate=function != "migrate")
+    try:
+        module = importlib.import_module(f"functions.{function}.main")
+        context = LocalLambdaContext(function_name=f"igris-{function}")
+        result = module.handler(event, context)
+    finally:
+        if started is not None:
+            started.stop()
     print(json.dumps(result, indent=2, default=str))
     return 0
 
@@ -114,23 +126,39 @@ def _db(home: Path, action: str) -> int:
 
 
 def _local_postgres(home: Path) -> Any:
-    from igris.localdb import LocalPostgres
+    """The local cluster in `<home>/pgdata`.
 
-    return LocalPostgres(data_dir=home / "pgdata", port=LOCAL_DB_PORT)
+    As root, PostgreSQL runs as an unprivileged OS user; when that user cannot reach the
+    home (a checkout under /root, say), the data lives in /var/lib/igris instead.
+    """
+    import hashlib
+
+    from igris.localdb import LocalPostgres, reachable_by_service_user
+
+    data_dir = home / "pgdata"
+    if not reachable_by_service_user(home):
+        digest = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:12]
+        data_dir = Path("/var/lib/igris") / f"pgdata-{digest}"
+        data_dir.parent.mkdir(parents=True, exist_ok=True)
+        data_dir.parent.chmod(0o755)
+    return LocalPostgres(data_dir=data_dir, port=LOCAL_DB_PORT)
 
 
-def _prepare_environment(home: Path, *, migrate: bool) -> None:
+def _prepare_environment(home: Path, *, migrate: bool) -> Any:
     """Local defaults: settings for a developer machine, and a database when none is set.
 
     With DATABASE_URL unset, start (or reuse) the local PostgreSQL, point DATABASE_URL at it
-    as the application role and DATABASE_URL_UNPOOLED as the owner, and migrate it.
+    as the application role and DATABASE_URL_UNPOOLED as the owner, and migrate it. Returns
+    the local PostgreSQL when this call started it (the caller stops it), else None.
     """
+    started = None
     os.environ.setdefault("IGRIS_ENV", "local")
     for name, value in _dev_secrets(home).items():
         os.environ.setdefault(name, value)
     if not os.environ.get("DATABASE_URL"):
         database = _local_postgres(home)
-        database.ensure_started()
+        if database.ensure_started():
+            started = database
         database.create_database("igris")
         os.environ["DATABASE_URL"] = database.url("igris_app_user", "igris")
         os.environ["DATABASE_URL_UNPOOLED"] = database.url("igris_owner", "igris")
@@ -142,6 +170,7 @@ def _prepare_environment(home: Path, *, migrate: bool) -> None:
         from functions.migrate.migrator import run_migrations
 
         run_migrations()
+    return started
 
 
 def _dev_secrets(home: Path) -> dict[str, str]:

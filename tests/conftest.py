@@ -96,3 +96,23 @@ def client_for(db: Session) -> Iterator[Callable[[FastAPI], TestClient]]:
     yield make
     for app in overridden:
         app.dependency_overrides.pop(get_session, None)
+
+
+@pytest.fixture
+def scratch_database() -> Iterator[str]:
+    """A new, empty database owned by the owner role; its direct URL. Dropped afterwards."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    from shared.ids import new_id
+
+    admin_url = os.environ["IGRIS_TEST_PG_ADMIN_URL"]
+    name = new_id("request").lower().replace("req_", "scratch_")
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}" OWNER igris_owner')
+    direct = make_url(get_settings().direct_url()).set(database=name)
+    try:
+        yield direct.render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -60,7 +60,7 @@ def app() -> FastAPI:
 
 
 @pytest.fixture
-def client(app: FastAPI, client_for: Callable[[FastAPI], TestClient]) -> Iterator[TestClient]:
+def client(app: FastAPI, client_for: Callable[[FastAPI], TestClient]) -> TestClient:
     return client_for(app)
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks that print figures: `scripts/bench [name ...]` (see bench/__main__.py)."""
