@@ -25,14 +25,15 @@ class ApiModel(BaseModel):
 
 
 class ReadModel(BaseModel):
-    """Response bodies: built in Python by field name or from ORM rows, sent in camelCase."""
+    """Response bodies: built in Python by field name or from ORM rows, sent in camelCase.
+    Only the declared fields are read, so a row's secrets (digests, ciphertexts) never leak."""
 
     model_config = ConfigDict(
         alias_generator=to_camel,
         validate_by_alias=True,
         validate_by_name=True,
         serialize_by_alias=True,
-        extra="forbid",
+        extra="ignore",
         from_attributes=True,
     )
 

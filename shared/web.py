@@ -6,13 +6,14 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from mangum import Mangum
 from pydantic import BaseModel
 from sqlalchemy import text
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.auth import public_guard
 from shared.config import get_settings
 from shared.db import SessionDep
 from shared.errors import (
@@ -148,7 +149,9 @@ def create_app(
     )
     install_error_handlers(app)
 
-    @app.get(health_path, response_model=Health, tags=["health"])
+    @app.get(
+        health_path, response_model=Health, tags=["health"], dependencies=[Depends(public_guard)]
+    )
     def health(session: SessionDep) -> dict[str, Any]:
         """Liveness of the function and its database connection."""
         session.execute(text("SELECT 1"))

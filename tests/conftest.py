@@ -81,6 +81,7 @@ def client_for(db: Session) -> Iterator[Callable[[FastAPI], TestClient]]:
     overridden: list[FastAPI] = []
 
     def request_session() -> Iterator[Session]:
+        db.commit()  # what the test set up is "committed" before the request, as in real life
         try:
             yield db
             db.commit()

@@ -30,6 +30,7 @@ def rolled_back(db: Session) -> Iterator[None]:
     """Route every function's requests into the test's rolled-back transaction."""
 
     def request_session() -> Iterator[Session]:
+        db.commit()  # what the test set up is "committed" before the request, as in real life
         try:
             yield db
             db.commit()

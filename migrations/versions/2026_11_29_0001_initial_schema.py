@@ -263,9 +263,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_user")),
     )
-    op.create_index(
-        "uq_user_email_lower", "user", [sa.literal_column("lower('email')")], unique=True
-    )
+    op.create_index("uq_user_email_lower", "user", [sa.literal_column("lower(email)")], unique=True)
     op.create_table(
         "verification",
         sa.Column("id", sa.String(length=64), nullable=False),

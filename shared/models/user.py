@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Index, func
+from sqlalchemy import Index, text
 from sqlmodel import Field, SQLModel
 
 from shared.models.base import created_at_field, id_field
@@ -12,7 +12,8 @@ class User(SQLModel, table=True):
     """A person who signs in (Better Auth `user`)."""
 
     __tablename__ = "user"
-    __table_args__ = (Index("uq_user_email_lower", func.lower("email"), unique=True),)
+    # Emails are unique case-insensitively (lookups use lower(email) too).
+    __table_args__ = (Index("uq_user_email_lower", text("lower(email)"), unique=True),)
 
     id: str = id_field("user")
     name: str = Field(max_length=200)

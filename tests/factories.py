@@ -1,0 +1,127 @@
+"""Plain factory functions for test data: `make_x(db, **overrides)`; rows are flushed, not
+committed (the test's transaction is rolled back afterwards)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlmodel import Session
+
+from shared.auth import SESSION_ABSOLUTE_TTL, SESSION_TTL
+from shared.ids import new_id
+from shared.models import Account, ApiKey, Member, Organization, User
+from shared.models import Session as UserSession
+from shared.models.base import utcnow
+from shared.permissions import Role
+from shared.security import (
+    API_KEY_START_LENGTH,
+    hash_password,
+    new_api_key,
+    new_session_token,
+    token_digest,
+)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{new_id('request')[-10:].lower()}"
+
+
+def make_user(db: Session, *, password: str | None = None, **overrides: Any) -> User:
+    values: dict[str, Any] = {"name": "Test User", "email": f"{unique('user-')}@example.com"}
+    values.update(overrides)
+    user = User(**values)
+    db.add(user)
+    if password is not None:
+        db.add(
+            Account(
+                user_id=user.id,
+                provider_id="credential",
+                account_id=user.id,
+                password_hash=hash_password(password),
+            )
+        )
+    db.flush()
+    return user
+
+
+def make_org(db: Session, **overrides: Any) -> Organization:
+    slug = unique("org-")
+    values: dict[str, Any] = {"name": slug, "slug": slug}
+    values.update(overrides)
+    org = Organization(**values)
+    db.add(org)
+    db.flush()
+    return org
+
+
+def make_member(db: Session, org: Organization, user: User, role: Role = Role.OWNER) -> Member:
+    member = Member(organization_id=org.id, user_id=user.id, role=role.value)
+    db.add(member)
+    db.flush()
+    return member
+
+
+def make_session(
+    db: Session, user: User, org: Organization | None = None, **overrides: Any
+) -> tuple[UserSession, str]:
+    token = new_session_token()
+    now = utcnow()
+    values: dict[str, Any] = {
+        "token_hash": token_digest(token),
+        "user_id": user.id,
+        "active_organization_id": org.id if org else None,
+        "expires_at": now + SESSION_TTL,
+        "absolute_expires_at": now + SESSION_ABSOLUTE_TTL,
+    }
+    values.update(overrides)
+    row = UserSession(**values)
+    db.add(row)
+    db.flush()
+    return row, token
+
+
+def make_api_key(
+    db: Session, org: Organization, creator: User, role: Role = Role.DEVELOPER, **overrides: Any
+) -> tuple[ApiKey, str]:
+    key = new_api_key()
+    values: dict[str, Any] = {
+        "organization_id": org.id,
+        "name": unique("key-"),
+        "role": role.value,
+        "start": key[:API_KEY_START_LENGTH],
+        "key_hash": token_digest(key),
+        "created_by": creator.id,
+    }
+    values.update(overrides)
+    row = ApiKey(**values)
+    db.add(row)
+    db.flush()
+    return row, key
+
+
+@dataclass
+class Actor:
+    """A signed-in member of an organization, ready to call the API."""
+
+    user: User
+    org: Organization
+    member: Member
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def make_actor(db: Session, role: Role = Role.OWNER, org: Organization | None = None) -> Actor:
+    org = org or make_org(db)
+    user = make_user(db)
+    member = make_member(db, org, user, role)
+    _, token = make_session(db, user, org)
+    return Actor(user=user, org=org, member=member, token=token)
+
+
+def expired(delta: timedelta = timedelta(seconds=1)) -> Any:
+    return utcnow() - delta
