@@ -191,7 +191,7 @@ def test_pagination_is_keyset_and_stable(client: TestClient, owner: Actor, db: S
 
 
 @pytest.mark.parametrize("params", [{"limit": 201}, {"limit": 0}, {"cursor": "nope"}])
-def test_bad_paging_is_422(client: TestClient, owner: Actor, params: dict[str, object]) -> None:
+def test_bad_paging_is_422(client: TestClient, owner: Actor, params: dict[str, str | int]) -> None:
     response = client.get("/api/v1/api-keys", params=params, headers=owner.headers)
     assert response.status_code == 422
 
