@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from igris.routing import function_handlers, http_function_names, load_template, resolve
+from tests.routes import api_routes
 
 ROOT = Path(__file__).resolve().parents[1]
 FUNCTIONS = sorted(p.name for p in (ROOT / "functions").iterdir() if (p / "main.py").exists())
@@ -82,7 +83,7 @@ def test_http_functions_are_routed() -> None:
 def test_every_route_of_a_function_is_routed_to_it(function: str) -> None:
     """Each path a function's app serves reaches that function through API Gateway."""
     app = importlib.import_module(f"functions.{function}.main").app
-    paths = [route.path for route in app.routes if hasattr(route, "methods")]
+    paths = [route.path for route in api_routes(app.routes)]
     assert paths
     for path in paths:
         concrete = path.replace("{", "").replace("}", "")

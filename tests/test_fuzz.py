@@ -15,6 +15,8 @@ from hypothesis import HealthCheck, settings
 from sqlmodel import Session
 
 from shared.db import get_session
+from shared.permissions import Role
+from tests.factories import make_actor
 
 HTTP_FUNCTIONS = ["auth", "orgs", "policies", "audit", "compliance", "proxy"]
 BETTER_AUTH = "/api/auth/"
@@ -26,8 +28,9 @@ def app_of(function: str) -> FastAPI:
 
 
 @pytest.fixture
-def rolled_back(db: Session) -> Iterator[None]:
-    """Route every function's requests into the test's rolled-back transaction."""
+def rolled_back(db: Session) -> Iterator[dict[str, str]]:
+    """Route every function's requests into the test's rolled-back transaction; yields the
+    headers of an organization owner so that the fuzzing reaches past authentication."""
 
     def request_session() -> Iterator[Session]:
         db.commit()  # what the test set up is "committed" before the request, as in real life
@@ -40,7 +43,7 @@ def rolled_back(db: Session) -> Iterator[None]:
 
     for function in HTTP_FUNCTIONS:
         app_of(function).dependency_overrides[get_session] = request_session
-    yield
+    yield make_actor(db, Role.OWNER).headers
     for function in HTTP_FUNCTIONS:
         app_of(function).dependency_overrides.pop(get_session, None)
 
@@ -78,8 +81,8 @@ def make_fuzz_test(function: str) -> Callable[..., None]:
         deadline=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     )
-    def test(case: Any, rolled_back: None) -> None:
-        check_response(case.call())
+    def test(case: Any, rolled_back: dict[str, str]) -> None:
+        check_response(case.call(headers=rolled_back))
 
     wrapped: Callable[..., None] = test
     return wrapped
