@@ -72,7 +72,7 @@ def all_routes() -> list[RouteInfo]:
     for function in HTTP_FUNCTIONS:
         app = app_of(function)
         for route in api_routes(app.routes):
-            for method in sorted(route.methods):
+            for method in sorted(route.methods or ()):
                 found.append(
                     RouteInfo(function, app, route, method, tuple(guards_of(route.dependant)))
                 )
