@@ -1,0 +1,64 @@
+"""Generated tenant isolation matrix: every route that takes an ID in its path is called, for
+every method, with another organization's owner credentials and that organization's object;
+all answer 404 and nothing changes (API.md §0). Routes added later are covered automatically
+once their object kind has a factory below (a test fails until it does)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from sqlmodel import Session, SQLModel
+
+from shared.models import ApiKey, AuditEvent
+from shared.permissions import Role
+from tests.factories import Actor, make_actor, make_api_key
+from tests.routes import RouteInfo, all_routes
+
+# ID kind → (model, factory making one such object owned by the actor's organization).
+Factory = Callable[[Session, Actor], str]
+OBJECTS: dict[str, tuple[type[SQLModel], Factory]] = {
+    "api_key": (ApiKey, lambda db, owner: make_api_key(db, owner.org, owner.user)[0].id),
+}
+
+ID_ROUTES = [info for info in all_routes() if info.id_params]
+
+
+def test_every_id_kind_in_a_route_has_a_factory() -> None:
+    kinds = {kind for info in ID_ROUTES for kind in info.id_params.values()}
+    assert kinds <= set(OBJECTS), f"add factories for {sorted(kinds - set(OBJECTS))}"
+
+
+@pytest.mark.parametrize("info", ID_ROUTES, ids=lambda info: info.label)
+def test_another_organizations_object_is_404_and_untouched(
+    info: RouteInfo, db: Session, client_for: Callable[[FastAPI], TestClient]
+) -> None:
+    intruder = make_actor(db, Role.OWNER)
+    victim = make_actor(db, Role.OWNER)
+    path = info.route.path
+    targets: list[tuple[type[SQLModel], str]] = []
+    for name, kind in info.id_params.items():
+        model, factory = OBJECTS[kind]
+        object_id = factory(db, victim)
+        targets.append((model, object_id))
+        path = path.replace("{" + name + "}", object_id)
+    path = path.replace("{", "").replace("}", "")
+    before = [db.get(model, object_id).model_dump() for model, object_id in targets]  # type: ignore[union-attr]
+    events_before = db.scalar(
+        select(func.count()).select_from(AuditEvent).where(AuditEvent.chain_id == victim.org.id)  # type: ignore[arg-type]
+    )
+
+    response = client_for(info.app).request(info.method, path, headers=intruder.headers, json={})
+
+    assert response.status_code == 404, response.text
+    assert response.json()["error"]["code"] == "not_found"
+    db.expire_all()
+    after = [db.get(model, object_id).model_dump() for model, object_id in targets]  # type: ignore[union-attr]
+    assert after == before
+    events_after = db.scalar(
+        select(func.count()).select_from(AuditEvent).where(AuditEvent.chain_id == victim.org.id)  # type: ignore[arg-type]
+    )
+    assert events_after == events_before
