@@ -48,6 +48,10 @@ class Settings(BaseSettings):
         default=None, validation_alias="IGRIS_GOOGLE_CLIENT_SECRET"
     )
     log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
+    # Set by Lambda itself: the published version this environment runs ("$LATEST" if none).
+    lambda_function_version: str | None = Field(
+        default=None, validation_alias="AWS_LAMBDA_FUNCTION_VERSION"
+    )
 
     @field_validator("backup_prefix")
     @classmethod

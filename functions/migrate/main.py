@@ -17,6 +17,7 @@ import urllib.request
 from typing import Any, Protocol
 
 from functions.migrate.migrator import run_migrations
+from shared.config import get_settings
 from shared.logs import logger
 
 PHYSICAL_RESOURCE_ID = "igris-database-migrations"
@@ -50,11 +51,14 @@ def _handle_custom_resource(event: dict[str, Any], context: LambdaContext | None
         timer.daemon = True
         timer.start()
     try:
-        if event["RequestType"] in {"Create", "Update"}:
+        stale = _stale_version(event)
+        if event["RequestType"] == "Delete":
+            reply.send("SUCCESS", "nothing to do on delete", {})
+        elif stale is not None:
+            reply.send("SUCCESS", stale, {})
+        else:
             result = run_migrations().as_dict()
             reply.send("SUCCESS", "migrated", {k: str(v) for k, v in result.items()})
-        else:
-            reply.send("SUCCESS", "nothing to do on delete", {})
     except Exception as exc:  # every failure must reach CloudFormation
         logger.exception("migration failed")
         reply.send("FAILED", f"migration failed: {type(exc).__name__}: {exc}"[:1000], {})
@@ -62,6 +66,22 @@ def _handle_custom_resource(event: dict[str, Any], context: LambdaContext | None
         if timer is not None:
             timer.cancel()
     return {"status": reply.status}
+
+
+def _stale_version(event: dict[str, Any]) -> str | None:
+    """Why not to migrate, when the request names another version of this function.
+
+    A rolled-back deployment sends an Update carrying the *previous* function version while
+    the new code still answers; migrating again (or failing) would leave the stack stuck in
+    UPDATE_ROLLBACK_FAILED, and schema changes are never undone automatically anyway.
+    """
+    requested = str(event.get("ResourceProperties", {}).get("MigrateFunctionVersion", ""))
+    running = get_settings().lambda_function_version
+    if not requested or running in {None, "$LATEST"}:
+        return None
+    if requested.rsplit(":", 1)[-1] == running:
+        return None
+    return f"skipped: request is for function version {requested}, this is version {running}"
 
 
 class _OneReply:

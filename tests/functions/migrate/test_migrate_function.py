@@ -151,3 +151,26 @@ def test_direct_invoke_reports_what_changed(direct_url: str) -> None:
     second = handler({}, None)
     assert first == {"before": None, "after": head_revision(), "changed": True}
     assert second["changed"] is False
+
+
+def test_rollback_update_for_another_version_is_acknowledged_without_migrating(
+    direct_url: str, cloudformation: CloudFormationEndpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_VERSION", "7")
+    get_settings.cache_clear()
+    event = cfn_event("migrate-cfn-update.json", cloudformation)
+    event["ResourceProperties"]["MigrateFunctionVersion"] = (
+        "arn:aws:lambda:us-east-1:123456789012:function:igris-migrate:6"
+    )
+    assert handler(event, LocalLambdaContext()) == {"status": "SUCCESS"}
+    assert "skipped" in cloudformation.responses[0]["Reason"]
+    with psycopg.connect(direct_url) as conn:
+        assert conn.execute("SELECT to_regclass('alembic_version')").fetchone() == (None,)
+
+    cloudformation.responses.clear()
+    event["ResourceProperties"]["MigrateFunctionVersion"] = (
+        "arn:aws:lambda:us-east-1:123456789012:function:igris-migrate:7"
+    )
+    assert handler(event, LocalLambdaContext()) == {"status": "SUCCESS"}
+    assert cloudformation.responses[0]["Reason"] == "migrated"
+    assert versions(direct_url) == [(head_revision(),)]
