@@ -32,6 +32,7 @@ EXPECTED_TABLES = {
     "policy_versions",
     "audit_chain_heads",
     "backups",
+    "rate_limit_counters",
 }
 
 
@@ -101,6 +102,13 @@ def test_application_role_grants(scratch_database: str) -> None:
         "DELETE",
     }
     assert privileges(scratch_database, "igris_app", "alembic_version") == {"SELECT"}
+    # Tables of later revisions get the defaults too.
+    assert privileges(scratch_database, "igris_app", "rate_limit_counters") == {
+        "SELECT",
+        "INSERT",
+        "UPDATE",
+        "DELETE",
+    }
 
 
 def test_pooled_login_role_is_granted_the_application_role(scratch_database: str) -> None:

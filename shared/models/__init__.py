@@ -15,6 +15,7 @@ from shared.models.member import Member
 from shared.models.organization import Organization
 from shared.models.policy import Policy
 from shared.models.policy_version import PolicyVersion
+from shared.models.rate_limit_counter import RateLimitCounter
 from shared.models.server_tool import ServerTool
 from shared.models.session import Session
 from shared.models.user import User
@@ -36,6 +37,7 @@ __all__ = [
     "Organization",
     "Policy",
     "PolicyVersion",
+    "RateLimitCounter",
     "ServerTool",
     "Session",
     "User",
