@@ -94,7 +94,7 @@ def exhausted(
     now = utcnow()
     window = Window.at(now, window_seconds)
     rows = session.execute(_COUNT, {"buckets": list(buckets), "window_start": window.start})
-    if any(row.count >= limit for row in rows):
+    if any(count >= limit for _bucket, count in rows):
         return window.retry_after(now)
     return None
 
@@ -115,4 +115,5 @@ def add(session: Session, buckets: Sequence[str], *, window_seconds: int) -> Non
 
 def prune(session: Session) -> int:
     """Delete windows that have ended; returns how many."""
-    return session.execute(_PRUNE).rowcount or 0
+    result = session.execute(_PRUNE)
+    return int(getattr(result, "rowcount", 0) or 0)
