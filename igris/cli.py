@@ -4,6 +4,8 @@
     igris migrate [--revision R]          alembic upgrade on DATABASE_URL_UNPOOLED
     igris invoke FUNCTION EVENT.json      run a Lambda handler with a recorded event
     igris db start|stop|url               the local PostgreSQL that serve starts
+    igris backup [--time ISO]             a backup now, by the scheduled function's code path
+    igris restore SOURCE --target URL     restore a backup (S3 key or file) and verify it
 
 Without DATABASE_URL, serve, migrate and invoke use a local PostgreSQL kept in
 `.local/pgdata` (started for you, migrated, kept across restarts).
@@ -52,6 +54,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     db = commands.add_parser("db", help="the local PostgreSQL")
     db.add_argument("action", choices=("start", "stop", "url"))
 
+    backup = commands.add_parser("backup", help="run a backup now (pg_dump to BACKUP_BUCKET)")
+    backup.add_argument("--time", help="the scheduled time to back up as (default: now)")
+
+    restore = commands.add_parser("restore", help="restore a backup and verify it")
+    restore.add_argument("source", help="an S3 key in BACKUP_BUCKET, or a local .dump file")
+    restore.add_argument("--target", required=True, help="URL of an empty database")
+
     args = parser.parse_args(argv)
     home: Path = args.home
     if args.command == "serve":
@@ -68,7 +77,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "invoke":
         return _invoke(home, args.function, args.event)
+    if args.command == "backup":
+        return _backup(home, args.time)
+    if args.command == "restore":
+        return _restore(args.source, args.target)
     return _db(home, args.action)
+
+
+def _backup(home: Path, when: str | None) -> int:
+    from functions.backup.pgtools import PgToolError
+    from functions.backup.service import BackupError, run_backup, scheduled_time_of
+    from igris.localdb import bin_dir
+
+    started = _prepare_environment(home, migrate=False)
+    try:
+        result = run_backup(scheduled_time_of({"time": when} if when else {}), bin_dir=bin_dir())
+    except (BackupError, PgToolError) as exc:
+        print(f"backup failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if started is not None:
+            started.stop()
+    print(json.dumps(result.as_dict(), indent=2, default=str))
+    return 0
+
+
+def _restore(source: str, target: str) -> int:
+    from functions.backup.pgtools import PgToolError
+    from igris.restore import RestoreError, format_report, restore
+
+    try:
+        report = restore(source, target)
+    except (RestoreError, PgToolError) as exc:
+        print(f"restore failed: {exc}", file=sys.stderr)
+        return 1
+    print(format_report(report))
+    return 0 if report.ok else 1
 
 
 def _serve(home: Path, host: str, port: int, *, reload: bool) -> int:
