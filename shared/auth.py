@@ -17,13 +17,13 @@ from fastapi import Depends, Request
 from sqlalchemy import text
 from sqlmodel import Session
 
+from shared.cookies import SESSION_COOKIE, bearer_token, unsign
 from shared.db import SessionDep
 from shared.errors import Forbidden, Unauthorized
 from shared.models.base import utcnow
 from shared.permissions import Permission, Role, has_permission
 from shared.security import is_api_key, looks_like_api_key, token_digest
 
-SESSION_COOKIE: Final = "igris.session_token"
 SESSION_TTL: Final = timedelta(days=7)
 SESSION_REFRESH_AFTER: Final = timedelta(days=1)
 SESSION_ABSOLUTE_TTL: Final = timedelta(days=30)
@@ -60,7 +60,7 @@ class OrgPrincipal(Principal):
 
 _SESSION_QUERY = text(
     """
-    SELECT s.id, s.user_id, s.active_organization_id, s.updated_at, m.role
+    SELECT s.id, s.user_id, s.active_organization_id, s.updated_at, s.remember, m.role
     FROM session s
     LEFT JOIN member m
       ON m.organization_id = s.active_organization_id AND m.user_id = s.user_id
@@ -95,18 +95,19 @@ _API_KEY_TOUCH = text(
 
 
 def presented_token(request: Request) -> str | None:
-    """The bearer token, else the session cookie's token, else None."""
+    """The credential the request carries: an API key or a session token.
+
+    `Authorization: Bearer` wins over the cookie. A session token may come raw or signed
+    (`token.signature`); the cookie must be signed. A signature that does not verify counts
+    as no credential at all.
+    """
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
+        credential = value.strip()
+        return credential if looks_like_api_key(credential) else bearer_token(credential)
     cookie = request.cookies.get(SESSION_COOKIE)
-    return session_token_from_cookie(cookie) if cookie else None
-
-
-def session_token_from_cookie(value: str) -> str:
-    """Cookie values may carry a `.signature` suffix (Better Auth's signed cookie form)."""
-    return value.split(".", 1)[0]
+    return unsign(cookie) if cookie else None
 
 
 def resolve_session(session: Session, token: str) -> Principal | None:
@@ -114,7 +115,7 @@ def resolve_session(session: Session, token: str) -> Principal | None:
     row = session.execute(_SESSION_QUERY, {"digest": token_digest(token)}).first()
     if row is None:
         return None
-    if utcnow() - row.updated_at > SESSION_REFRESH_AFTER:
+    if row.remember and utcnow() - row.updated_at > SESSION_REFRESH_AFTER:
         session.execute(_SESSION_REFRESH, {"id": row.id, "ttl": SESSION_TTL.total_seconds()})
     return Principal(
         kind="user",

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     google_client_secret: SecretStr | None = Field(
         default=None, validation_alias="IGRIS_GOOGLE_CLIENT_SECRET"
     )
+    # Origins (scheme://host[:port]) allowed to send cookie-authenticated requests and to
+    # sign in from a browser, besides the API's own origin. Comma-separated.
+    trusted_origins_csv: str = Field(default="", validation_alias="IGRIS_TRUSTED_ORIGINS")
     log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
     # Set by Lambda itself: the published version this environment runs ("$LATEST" if none).
     lambda_function_version: str | None = Field(
@@ -62,6 +65,20 @@ class Settings(BaseSettings):
     def is_local(self) -> bool:
         """True for a developer machine or the test suite (cookies without Secure, etc.)."""
         return self.env != "production"
+
+    @property
+    def trusted_origins(self) -> frozenset[str]:
+        return frozenset(
+            origin.strip().rstrip("/")
+            for origin in self.trusted_origins_csv.split(",")
+            if origin.strip()
+        )
+
+    def signing_key(self) -> bytes:
+        """IGRIS_SECRET as bytes; refuses to run without one (fail closed)."""
+        if self.secret is None or len(self.secret.get_secret_value()) < 32:
+            raise RuntimeError("IGRIS_SECRET must be set (at least 32 characters)")
+        return self.secret.get_secret_value().encode("utf-8")
 
     def pooled_url(self) -> str:
         """The URL the request path uses (Neon's pooled endpoint in production)."""

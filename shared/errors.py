@@ -196,7 +196,21 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         return error_response(
             request, BadRequest("The request body is not valid JSON.", code="invalid_json")
         )
+    if request.url.path.startswith(BETTER_AUTH_PREFIX):
+        # Better Auth answers 400 VALIDATION_ERROR "[body.email] Invalid email address".
+        message = "; ".join(
+            f"[{where(err)}] {d['message']}" for err, d in zip(exc.errors(), details, strict=True)
+        )
+        return error_response(
+            request, BadRequest(message, code="validation_error", details=details)
+        )
     return error_response(request, Unprocessable(details=details))
+
+
+def where(error: Any) -> str:
+    """`body.email` / `query.id`: Better Auth's location prefix for a validation message."""
+    location = [str(part) for part in error.get("loc", ())] if isinstance(error, dict) else []
+    return ".".join(location) or "body"
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

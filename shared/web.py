@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, FastAPI
 from mangum import Mangum
@@ -15,8 +16,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.auth import public_guard
 from shared.config import get_settings
+from shared.cookies import SESSION_COOKIE
 from shared.db import SessionDep
 from shared.errors import (
+    Forbidden,
     PayloadTooLarge,
     error_response,
     install_error_handlers,
@@ -35,6 +38,7 @@ class RequestContextMiddleware:
     - `X-Request-Id`: echo a well-formed incoming one, else generate; on every response.
     - Bodies over the limit → 413 before the app parses anything: by `Content-Length` when
       given (the server enforces it), else by reading the streamed chunks up to the limit.
+    - Cookie-authenticated state changes from untrusted origins → 403 (`origin_refusal`).
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -60,6 +64,12 @@ class RequestContextMiddleware:
                 ] + [(b"x-request-id", raw_id)]
             await send(message)
 
+        refusal = origin_refusal(scope, headers)
+        if refusal is not None:
+            response = error_response(Request(scope), refusal)
+            await response(scope, _no_body, send_with_id)
+            return
+
         limit = get_settings().max_body_bytes
         declared = headers.get(b"content-length")
         too_large = False
@@ -75,21 +85,11 @@ class RequestContextMiddleware:
         app_receive = receive
         if declared is None:
             # A streamed (chunked) body: read it up to the limit before the app sees it.
-            chunks: list[bytes] = []
-            size = 0
-            more = True
-            while more:
-                message = await receive()
-                if message["type"] != "http.request":
-                    break
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > limit:
-                    await self._reject(scope, send_with_id)
-                    return
-                chunks.append(chunk)
-                more = bool(message.get("more_body", False))
-            app_receive = _replay(b"".join(chunks), receive)
+            body = await _read_limited(receive, limit)
+            if body is None:
+                await self._reject(scope, send_with_id)
+                return
+            app_receive = _replay(body, receive)
 
         with logger.append_context_keys(request_id=request_id, path=scope.get("path")):
             try:
@@ -106,6 +106,69 @@ class RequestContextMiddleware:
     async def _reject(scope: Scope, send: Send) -> None:
         response = error_response(Request(scope), PayloadTooLarge())
         await response(scope, _no_body, send)
+
+
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def own_origin(scope: Scope, headers: dict[bytes, bytes]) -> str:
+    """The origin clients reach this API at (API Gateway sets X-Forwarded-Proto)."""
+    scheme = headers.get(b"x-forwarded-proto", b"").decode("latin-1") or scope.get("scheme", "http")
+    host = headers.get(b"host", b"").decode("latin-1")
+    return f"{scheme}://{host}".lower()
+
+
+def origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower() if parts.scheme and parts.netloc else ""
+
+
+def is_trusted_origin(origin: str, scope: Scope, headers: dict[bytes, bytes]) -> bool:
+    return origin == own_origin(scope, headers) or origin in get_settings().trusted_origins
+
+
+def request_origin(headers: dict[bytes, bytes]) -> str | None:
+    """`Origin`, else the origin of `Referer`, else None (a literal "null" counts as none)."""
+    origin = headers.get(b"origin", b"").decode("latin-1").strip().rstrip("/").lower()
+    if origin and origin != "null":
+        return origin
+    referer = headers.get(b"referer", b"").decode("latin-1")
+    return origin_of(referer) or None
+
+
+def origin_refusal(scope: Scope, headers: dict[bytes, bytes]) -> Forbidden | None:
+    """CSRF defence: a state-changing request authenticated by the session cookie must come
+    from a trusted origin (the API's own, or IGRIS_TRUSTED_ORIGINS). Bearer requests carry
+    no ambient credential and are not checked."""
+    if scope.get("method", "GET") in _SAFE_METHODS:
+        return None
+    cookies = headers.get(b"cookie", b"").decode("latin-1")
+    if SESSION_COOKIE not in cookies:
+        return None
+    origin = request_origin(headers)
+    if origin is None:
+        return Forbidden("Missing or null Origin", code="missing_or_null_origin")
+    if not is_trusted_origin(origin, scope, headers):
+        return Forbidden("Invalid origin", code="invalid_origin")
+    return None
+
+
+async def _read_limited(receive: Receive, limit: int) -> bytes | None:
+    """The whole request body, or None as soon as it exceeds `limit` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        more = bool(message.get("more_body", False))
+    return b"".join(chunks)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -33,6 +33,7 @@ def make_user(db: Session, *, password: str | None = None, **overrides: Any) -> 
     values.update(overrides)
     user = User(**values)
     db.add(user)
+    db.flush()
     if password is not None:
         db.add(
             Account(

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select
-from sqlmodel import Session
+from sqlalchemy import and_, delete, func, or_, select
+from sqlmodel import Session, col
 
-from shared.models import ApiKey
+from shared.models import Account, ApiKey, Member, User
+from shared.models import Session as UserSession
 
 
 def add(session: Session, row: Any) -> None:
@@ -18,8 +19,8 @@ def add(session: Session, row: Any) -> None:
 
 def get_api_key(session: Session, organization_id: str, key_id: str) -> ApiKey | None:
     query = select(ApiKey).where(
-        ApiKey.id == key_id,  # type: ignore[arg-type]
-        ApiKey.organization_id == organization_id,  # type: ignore[arg-type]
+        col(ApiKey.id) == key_id,
+        col(ApiKey.organization_id) == organization_id,
     )
     return session.scalars(query).first()
 
@@ -33,16 +34,77 @@ def list_api_keys(
     limit: int,
 ) -> list[ApiKey]:
     """Newest first; `limit + 1` rows so the caller can tell whether a next page exists."""
-    query = select(ApiKey).where(ApiKey.organization_id == organization_id)  # type: ignore[arg-type]
+    query = select(ApiKey).where(col(ApiKey.organization_id) == organization_id)
     if created_by is not None:
-        query = query.where(ApiKey.created_by == created_by)  # type: ignore[arg-type]
+        query = query.where(col(ApiKey.created_by) == created_by)
     if after is not None:
         created_at, key_id = after
         query = query.where(
             or_(
-                ApiKey.created_at < created_at,  # type: ignore[arg-type]
-                and_(ApiKey.created_at == created_at, ApiKey.id < key_id),  # type: ignore[arg-type]
+                col(ApiKey.created_at) < created_at,
+                and_(col(ApiKey.created_at) == created_at, col(ApiKey.id) < key_id),
             )
         )
-    query = query.order_by(ApiKey.created_at.desc(), ApiKey.id.desc()).limit(limit + 1)  # type: ignore[attr-defined]
+    query = query.order_by(col(ApiKey.created_at).desc(), col(ApiKey.id).desc()).limit(limit + 1)
     return list(session.scalars(query))
+
+
+def find_user_by_email(session: Session, email: str) -> User | None:
+    query = select(User).where(func.lower(col(User.email)) == email.lower())
+    return session.scalars(query).first()
+
+
+def credential_account(session: Session, user_id: str) -> Account | None:
+    query = select(Account).where(
+        col(Account.user_id) == user_id,
+        col(Account.provider_id) == "credential",
+    )
+    return session.scalars(query).first()
+
+
+def session_with_user(session: Session, digest: str) -> tuple[UserSession, User] | None:
+    """A live session by token digest, with its user (one query)."""
+    query = (
+        select(UserSession, User)
+        .join(User, col(User.id) == col(UserSession.user_id))
+        .where(
+            col(UserSession.token_hash) == digest,
+            col(UserSession.expires_at) > func.now(),
+        )
+    )
+    row = session.execute(query).first()
+    return (row[0], row[1]) if row else None
+
+
+def live_sessions(session: Session, user_id: str) -> list[UserSession]:
+    query = (
+        select(UserSession)
+        .where(
+            col(UserSession.user_id) == user_id,
+            col(UserSession.expires_at) > func.now(),
+        )
+        .order_by(col(UserSession.created_at).desc())
+    )
+    return list(session.scalars(query))
+
+
+def delete_sessions(
+    session: Session, user_id: str, *, only: str | None = None, keep: str | None = None
+) -> int:
+    """Delete the user's sessions (all, only one id, or all but one id); returns how many."""
+    statement = delete(UserSession).where(col(UserSession.user_id) == user_id)
+    if only is not None:
+        statement = statement.where(col(UserSession.id) == only)
+    if keep is not None:
+        statement = statement.where(col(UserSession.id) != keep)
+    result = session.execute(statement)
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def organizations_of(session: Session, user_id: str) -> list[str]:
+    query = select(col(Member.organization_id)).where(col(Member.user_id) == user_id)
+    return list(session.scalars(query))
+
+
+def get_user(session: Session, user_id: str) -> User | None:
+    return session.get(User, user_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import Field
+from pydantic import EmailStr, Field
 
 from shared.permissions import Role
 from shared.schemas import ApiModel, ReadModel
@@ -38,3 +38,45 @@ class ApiKeyCreated(ReadModel):
     key: str
     expires_at: datetime | None
     created_at: datetime
+
+
+# --- Better Auth wire models (/api/auth/*): field names as Better Auth's client sends them.
+
+
+class SignUpEmail(ApiModel):
+    name: str = Field(min_length=1, max_length=200)
+    email: EmailStr = Field(max_length=320)
+    password: str = Field(min_length=1, max_length=1024)
+    image: str | None = Field(default=None, max_length=2048)
+    callback_url: str | None = Field(default=None, alias="callbackURL", max_length=2048)
+    remember_me: bool = Field(default=True, alias="rememberMe")
+
+
+class SignInEmail(ApiModel):
+    email: str = Field(min_length=1, max_length=320)
+    password: str = Field(min_length=1, max_length=1024)
+    remember_me: bool = Field(default=True, alias="rememberMe")
+    callback_url: str | None = Field(default=None, alias="callbackURL", max_length=2048)
+
+
+class SignOut(ApiModel):
+    callback_url: str | None = Field(default=None, alias="callbackURL", max_length=2048)
+    disable_redirect: bool | None = None
+    state: str | None = Field(default=None, max_length=2048)
+
+
+class RevokeSession(ApiModel):
+    token: str = Field(min_length=1, max_length=512)
+
+
+class ChangePassword(ApiModel):
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=1, max_length=1024)
+    revoke_other_sessions: bool = False
+
+
+class UpdateUser(ApiModel):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    image: str | None = Field(default=None, max_length=2048)
+    # Present only so that the documented refusal (EMAIL_CAN_NOT_BE_UPDATED) can be given.
+    email: str | None = Field(default=None, max_length=320)

@@ -21,6 +21,8 @@ class Session(SQLModel, table=True):
     )
     expires_at: datetime = Field(sa_type=DateTime(timezone=True), nullable=False, index=True)
     absolute_expires_at: datetime = Field(sa_type=DateTime(timezone=True), nullable=False)
+    # False for `rememberMe: false` sign-ins: one day, never extended, no persistent cookie.
+    remember: bool = Field(default=True, sa_column_kwargs={"server_default": "true"})
     ip_address: str | None = Field(default=None, max_length=64)
     user_agent: str | None = Field(default=None, max_length=512)
     created_at: datetime = created_at_field()

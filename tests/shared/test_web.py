@@ -140,10 +140,10 @@ def test_unexpected_error_is_generic_500(client: TestClient) -> None:
 
 def test_better_auth_paths_use_better_auth_error_shape(client: TestClient) -> None:
     response = client.post("/api/auth/things", json={"name": "a"})
-    assert response.status_code == 422
+    assert response.status_code == 400
     body = response.json()
     assert body["code"] == "VALIDATION_ERROR"
-    assert body["message"]
+    assert body["message"] == "[body.maxCount] Field required"
     assert "error" not in body
 
 
