@@ -7,6 +7,7 @@ import importlib
 
 BENCHMARKS = {
     "cold_import": "bench.cold_import",
+    "auth": "bench.auth",
 }
 
 
