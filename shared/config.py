@@ -55,6 +55,37 @@ class Settings(BaseSettings):
     lambda_function_version: str | None = Field(
         default=None, validation_alias="AWS_LAMBDA_FUNCTION_VERSION"
     )
+    # Social sign-in (functions/auth/social.py). The public origin of the API, used to build
+    # the OAuth redirect_uri (`<base>/api/auth/callback/<provider>`); when unset, the
+    # request's own origin. Set it in production so the redirect_uri never depends on Host.
+    base_url: str | None = Field(default=None, validation_alias="IGRIS_BASE_URL")
+    # Provider endpoints: the real ones by default; tests point them at a fake provider.
+    github_authorize_url: str = Field(
+        default="https://github.com/login/oauth/authorize",
+        validation_alias="IGRIS_GITHUB_AUTHORIZE_URL",
+    )
+    github_token_url: str = Field(
+        default="https://github.com/login/oauth/access_token",
+        validation_alias="IGRIS_GITHUB_TOKEN_URL",
+    )
+    github_api_url: str = Field(
+        default="https://api.github.com", validation_alias="IGRIS_GITHUB_API_URL"
+    )
+    google_authorize_url: str = Field(
+        default="https://accounts.google.com/o/oauth2/v2/auth",
+        validation_alias="IGRIS_GOOGLE_AUTHORIZE_URL",
+    )
+    google_token_url: str = Field(
+        default="https://oauth2.googleapis.com/token", validation_alias="IGRIS_GOOGLE_TOKEN_URL"
+    )
+    google_userinfo_url: str = Field(
+        default="https://openidconnect.googleapis.com/v1/userinfo",
+        validation_alias="IGRIS_GOOGLE_USERINFO_URL",
+    )
+    # Per provider call; a callback makes at most three, within an overall 20 s budget.
+    oauth_timeout_seconds: float = Field(
+        default=8.0, gt=0, le=10, validation_alias="IGRIS_OAUTH_TIMEOUT_SECONDS"
+    )
 
     @field_validator("backup_prefix")
     @classmethod

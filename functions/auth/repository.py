@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import and_, delete, func, or_, select
 from sqlmodel import Session, col
 
-from shared.models import Account, ApiKey, Member, User
+from shared.models import Account, ApiKey, Member, User, Verification
 from shared.models import Session as UserSession
 
 
@@ -108,3 +108,58 @@ def organizations_of(session: Session, user_id: str) -> list[str]:
 
 def get_user(session: Session, user_id: str) -> User | None:
     return session.get(User, user_id)
+
+
+# --- Social sign-in (functions/auth/social.py)
+
+
+def account_with_user(
+    session: Session, provider_id: str, account_id: str
+) -> tuple[Account, User] | None:
+    """The account a provider identity is linked to, with its user (one query)."""
+    query = (
+        select(Account, User)
+        .join(User, col(User.id) == col(Account.user_id))
+        .where(
+            col(Account.provider_id) == provider_id,
+            col(Account.account_id) == account_id,
+        )
+    )
+    row = session.execute(query).first()
+    return (row[0], row[1]) if row else None
+
+
+def find_verification(session: Session, identifier: str) -> Verification | None:
+    query = select(Verification).where(col(Verification.identifier) == identifier)
+    return session.scalars(query).first()
+
+
+def delete_verification(session: Session, verification_id: str) -> bool:
+    """Delete one verification; False when it was already gone (used by a concurrent
+    request: the row lock makes exactly one of them win)."""
+    statement = (
+        delete(Verification)
+        .where(col(Verification.id) == verification_id)
+        .returning(col(Verification.id))
+    )
+    return session.execute(statement).first() is not None
+
+
+def delete_expired_verifications(session: Session, prefix: str, *, limit: int) -> int:
+    """Sweep up to `limit` expired verifications whose identifier starts with `prefix`."""
+    expired = (
+        select(col(Verification.id))
+        .where(
+            col(Verification.expires_at) < func.now(),
+            col(Verification.identifier).startswith(prefix, autoescape=True),
+        )
+        .limit(limit)
+        .scalar_subquery()
+    )
+    statement = (
+        delete(Verification)
+        .where(col(Verification.id).in_(expired))
+        .execution_options(synchronize_session=False)
+    )
+    result = session.execute(statement)
+    return int(getattr(result, "rowcount", 0) or 0)
