@@ -226,7 +226,7 @@ def _dev_secrets(home: Path) -> dict[str, str]:
             return {str(k): str(v) for k, v in stored.items()}
     values = {
         "IGRIS_SECRET": secrets.token_urlsafe(48),
-        "IGRIS_ENCRYPTION_KEY": secrets.token_urlsafe(32),
+        "IGRIS_ENCRYPTION_KEY": "dev:" + secrets.token_urlsafe(32),
     }
     home.mkdir(parents=True, exist_ok=True)
     path.touch(mode=0o600)

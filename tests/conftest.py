@@ -27,7 +27,7 @@ if not os.environ.get("DATABASE_URL"):
 
 os.environ.setdefault("IGRIS_ENV", "test")
 os.environ.setdefault("IGRIS_SECRET", "test-secret-" + "x" * 40)
-os.environ.setdefault("IGRIS_ENCRYPTION_KEY", "dGVzdC1lbmNyeXB0aW9uLWtleS0zMi1ieXRlcy1sb25n")
+os.environ.setdefault("IGRIS_ENCRYPTION_KEY", "test:aWdyaXMtdGVzdC1lbmNyeXB0aW9uLWtleS0zMmJ5dGU")
 os.environ.setdefault("IGRIS_ALLOW_PRIVATE_UPSTREAMS", "1")
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 

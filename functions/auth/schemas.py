@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import EmailStr, Field
+from pydantic import EmailStr, Field, field_validator
 
 from shared.permissions import Role
 from shared.schemas import ApiModel, ReadModel
@@ -80,3 +80,11 @@ class UpdateUser(ApiModel):
     image: str | None = Field(default=None, max_length=2048)
     # Present only so that the documented refusal (EMAIL_CAN_NOT_BE_UPDATED) can be given.
     email: str | None = Field(default=None, max_length=320)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_not_null(cls, value: str | None) -> str:
+        # Absent means "unchanged"; an explicit null would erase a required field.
+        if value is None:
+            raise ValueError("Input should be a valid string")
+        return value

@@ -418,6 +418,8 @@ def test_update_user(client: TestClient) -> None:
     assert email.json()["code"] == "EMAIL_CAN_NOT_BE_UPDATED"
     empty = client.post("/api/auth/update-user", json={}, headers=bearer(token))
     assert empty.status_code == 400
+    null_name = client.post("/api/auth/update-user", json={"name": None}, headers=bearer(token))
+    assert (null_name.status_code, null_name.json()["code"]) == (400, "VALIDATION_ERROR")
 
 
 def test_cookie_authenticated_posts_need_a_trusted_origin(client: TestClient) -> None:
