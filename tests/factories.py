@@ -11,7 +11,7 @@ from sqlmodel import Session
 
 from shared.auth import SESSION_ABSOLUTE_TTL, SESSION_TTL
 from shared.ids import new_id
-from shared.models import Account, ApiKey, Member, Organization, User
+from shared.models import Account, ApiKey, McpServer, Member, Organization, User
 from shared.models import Session as UserSession
 from shared.models.base import utcnow
 from shared.permissions import Role
@@ -126,3 +126,48 @@ def make_actor(db: Session, role: Role = Role.OWNER, org: Organization | None = 
 
 def expired(delta: timedelta = timedelta(seconds=1)) -> Any:
     return utcnow() - delta
+
+
+from shared.models import Invitation  # noqa: E402 - added with make_invitation, below
+
+
+def make_invitation(
+    db: Session,
+    org: Organization,
+    inviter: User,
+    email: str | None = None,
+    role: Role = Role.DEVELOPER,
+    **overrides: Any,
+) -> Invitation:
+    """A pending invitation that expires in 48 hours (override `status`, `expires_at`)."""
+    values: dict[str, Any] = {
+        "organization_id": org.id,
+        "email": email or f"{unique('invitee-')}@example.com",
+        "role": role.value,
+        "status": "pending",
+        "inviter_id": inviter.id,
+        "expires_at": utcnow() + timedelta(hours=48),
+    }
+    values.update(overrides)
+    invitation = Invitation(**values)
+    db.add(invitation)
+    db.flush()
+    return invitation
+
+
+def make_server(
+    db: Session, org: Organization, creator: User | None = None, **overrides: Any
+) -> McpServer:
+    slug = unique("srv-")
+    values: dict[str, Any] = {
+        "organization_id": org.id,
+        "name": slug,
+        "slug": slug,
+        "url": "http://127.0.0.1:9/mcp",
+        "created_by": creator.id if creator else None,
+    }
+    values.update(overrides)
+    server = McpServer(**values)
+    db.add(server)
+    db.flush()
+    return server

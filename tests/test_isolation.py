@@ -13,15 +13,16 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlmodel import Session, SQLModel
 
-from shared.models import ApiKey, AuditEvent
+from shared.models import ApiKey, AuditEvent, McpServer
 from shared.permissions import Role
-from tests.factories import Actor, make_actor, make_api_key
+from tests.factories import Actor, make_actor, make_api_key, make_server
 from tests.routes import RouteInfo, all_routes
 
 # ID kind → (model, factory making one such object owned by the actor's organization).
 Factory = Callable[[Session, Actor], str]
 OBJECTS: dict[str, tuple[type[SQLModel], Factory]] = {
     "api_key": (ApiKey, lambda db, owner: make_api_key(db, owner.org, owner.user)[0].id),
+    "mcp_server": (McpServer, lambda db, owner: make_server(db, owner.org, owner.user).id),
 }
 
 ID_ROUTES = [info for info in all_routes() if info.id_params]

@@ -1,0 +1,113 @@
+"""Request and response bodies of the policies function."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from shared.schemas import ApiModel, ReadModel
+
+SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]{2,63}$"
+DATA_CLASS_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+# Headers an upstream credential may not be injected as: they would let a tenant steer
+# the proxy's own request (routing, framing, cookies).
+FORBIDDEN_AUTH_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "content-type",
+        "transfer-encoding",
+        "connection",
+        "cookie",
+        "mcp-session-id",
+        "mcp-protocol-version",
+        "accept",
+        "te",
+        "upgrade",
+        "proxy-authorization",
+    }
+)
+AuthType = Literal["none", "bearer", "header"]
+
+
+def _check_data_classes(values: list[str] | None) -> list[str] | None:
+    if values is None:
+        return None
+    for value in values:
+        if not DATA_CLASS_PATTERN.match(value):
+            raise ValueError("data classes are lower-case words such as phi, pii, financial")
+    return sorted(set(values))
+
+
+def _check_header_name(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not re.fullmatch(r"[A-Za-z0-9-]{1,128}", value):
+        raise ValueError("a header name is letters, digits and dashes")
+    if value.lower() in FORBIDDEN_AUTH_HEADERS:
+        raise ValueError("this header cannot carry a credential")
+    return value
+
+
+class ServerCreate(ApiModel):
+    name: str = Field(min_length=1, max_length=200)
+    slug: str = Field(pattern=SLUG_PATTERN)
+    url: str = Field(min_length=1, max_length=2048)
+    auth_type: AuthType = "none"
+    auth_header_name: str | None = None
+    credential: str | None = Field(default=None, min_length=1, max_length=8192)
+    enabled: bool = True
+    data_classes: list[str] = Field(default_factory=list, max_length=32)
+    anomaly_multiplier: float = Field(default=3.0, gt=0, le=1000)
+    log_arguments: bool = False
+
+    _data_classes = field_validator("data_classes")(_check_data_classes)
+    _header = field_validator("auth_header_name")(_check_header_name)
+
+
+class ServerUpdate(ApiModel):
+    """Every field optional; `credential: null` removes the stored credential."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    slug: str | None = Field(default=None, pattern=SLUG_PATTERN)
+    url: str | None = Field(default=None, min_length=1, max_length=2048)
+    auth_type: AuthType | None = None
+    auth_header_name: str | None = None
+    credential: str | None = Field(default=None, min_length=1, max_length=8192)
+    enabled: bool | None = None
+    data_classes: list[str] | None = Field(default=None, max_length=32)
+    anomaly_multiplier: float | None = Field(default=None, gt=0, le=1000)
+    log_arguments: bool | None = None
+
+    _data_classes = field_validator("data_classes")(_check_data_classes)
+    _header = field_validator("auth_header_name")(_check_header_name)
+
+
+class ServerRead(ReadModel):
+    id: str
+    name: str
+    slug: str
+    url: str
+    auth_type: AuthType
+    auth_header_name: str | None
+    has_credential: bool
+    enabled: bool
+    data_classes: list[str]
+    anomaly_multiplier: float
+    log_arguments: bool
+    created_by: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ToolRead(ReadModel):
+    name: str
+    description: str | None
+    input_schema: dict[str, object]
+    fingerprint: str
+    first_seen_at: datetime
+    last_seen_at: datetime
+    changed_at: datetime | None
