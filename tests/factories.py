@@ -11,7 +11,16 @@ from sqlmodel import Session
 
 from shared.auth import SESSION_ABSOLUTE_TTL, SESSION_TTL
 from shared.ids import new_id
-from shared.models import Account, ApiKey, McpServer, Member, Organization, User
+from shared.models import (
+    Account,
+    AgentSession,
+    ApiKey,
+    Approval,
+    McpServer,
+    Member,
+    Organization,
+    User,
+)
 from shared.models import Session as UserSession
 from shared.models.base import utcnow
 from shared.permissions import Role
@@ -171,3 +180,41 @@ def make_server(
     db.add(server)
     db.flush()
     return server
+
+
+def make_agent_session(
+    db: Session, server: McpServer, principal_id: str | None = None, **overrides: Any
+) -> AgentSession:
+    values: dict[str, Any] = {
+        "organization_id": server.organization_id,
+        "server_id": server.id,
+        "principal_type": "user",
+        "principal_id": principal_id or new_id("user"),
+    }
+    values.update(overrides)
+    row = AgentSession(**values)
+    db.add(row)
+    db.flush()
+    return row
+
+
+def make_approval(
+    db: Session, server: McpServer, requester: User | None = None, **overrides: Any
+) -> Approval:
+    values: dict[str, Any] = {
+        "organization_id": server.organization_id,
+        "server_id": server.id,
+        "tool_name": "delete_users",
+        "arguments_digest": "0" * 64,
+        "policy_id": new_id("policy"),
+        "policy_version": 1,
+        "principal_type": "user",
+        "principal_id": requester.id if requester else new_id("user"),
+        "requester_user_id": requester.id if requester else None,
+        "expires_at": utcnow() + timedelta(hours=1),
+    }
+    values.update(overrides)
+    row = Approval(**values)
+    db.add(row)
+    db.flush()
+    return row

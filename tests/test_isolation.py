@@ -13,9 +13,16 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlmodel import Session, SQLModel
 
-from shared.models import ApiKey, AuditEvent, McpServer
+from shared.models import AgentSession, ApiKey, Approval, AuditEvent, McpServer
 from shared.permissions import Role
-from tests.factories import Actor, make_actor, make_api_key, make_server
+from tests.factories import (
+    Actor,
+    make_actor,
+    make_agent_session,
+    make_api_key,
+    make_approval,
+    make_server,
+)
 from tests.routes import RouteInfo, all_routes
 
 # ID kind → (model, factory making one such object owned by the actor's organization).
@@ -23,7 +30,36 @@ Factory = Callable[[Session, Actor], str]
 OBJECTS: dict[str, tuple[type[SQLModel], Factory]] = {
     "api_key": (ApiKey, lambda db, owner: make_api_key(db, owner.org, owner.user)[0].id),
     "mcp_server": (McpServer, lambda db, owner: make_server(db, owner.org, owner.user).id),
+    "agent_session": (
+        AgentSession,
+        lambda db, owner: make_agent_session(db, make_server(db, owner.org, owner.user)).id,
+    ),
+    "approval": (
+        Approval,
+        lambda db, owner: make_approval(db, make_server(db, owner.org, owner.user)).id,
+    ),
 }
+
+# A valid body for every request model a route with an ID takes, so that the call reaches
+# the lookup (validation runs first and would answer 422 whoever owns the object).
+SAMPLE_BODIES: dict[str, dict[str, object]] = {
+    "ServerUpdate": {"name": "renamed"},
+    "SuspendBody": {"reason": "isolation test"},
+    "DecisionBody": {"reason": "isolation test"},
+}
+
+
+def sample_body(info: RouteInfo) -> dict[str, object]:
+    body = info.route.body_field
+    if body is None:
+        return {}
+    name = getattr(body.field_info.annotation, "__name__", str(body.field_info.annotation))
+    name = name.removeprefix("Optional[").removesuffix("]")
+    for key, sample in SAMPLE_BODIES.items():
+        if key in name:
+            return sample
+    raise AssertionError(f"{info.label}: add a sample body for {name} to SAMPLE_BODIES")
+
 
 ID_ROUTES = [info for info in all_routes() if info.id_params]
 
@@ -52,7 +88,9 @@ def test_another_organizations_object_is_404_and_untouched(
         select(func.count()).select_from(AuditEvent).where(AuditEvent.chain_id == victim.org.id)  # type: ignore[arg-type]
     )
 
-    response = client_for(info.app).request(info.method, path, headers=intruder.headers, json={})
+    response = client_for(info.app).request(
+        info.method, path, headers=intruder.headers, json=sample_body(info)
+    )
 
     assert response.status_code == 404, response.text
     assert response.json()["error"]["code"] == "not_found"

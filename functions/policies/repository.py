@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import and_, delete, or_, select
 from sqlmodel import Session, col
 
-from shared.models import McpServer, Policy, ServerTool
+from shared.models import AgentSession, Approval, McpServer, Policy, ServerTool
 
 
 def add(session: Session, row: Any) -> None:
@@ -66,3 +66,95 @@ def delete_row(session: Session, row: Any) -> None:
 def server_tools(session: Session, server_id: str) -> list[ServerTool]:
     query = select(ServerTool).where(col(ServerTool.server_id) == server_id)
     return list(session.scalars(query.order_by(col(ServerTool.name))))
+
+
+def get_agent_session(
+    session: Session, organization_id: str, agent_session_id: str, *, for_update: bool = False
+) -> AgentSession | None:
+    query = select(AgentSession).where(
+        col(AgentSession.id) == agent_session_id,
+        col(AgentSession.organization_id) == organization_id,
+    )
+    if for_update:
+        query = query.with_for_update()
+    return session.scalars(query).first()
+
+
+def list_agent_sessions(
+    session: Session,
+    organization_id: str,
+    *,
+    status: str | None,
+    server_id: str | None,
+    idle_before: datetime,
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> list[AgentSession]:
+    """Newest first. `status` is the effective one: an active session idle since before
+    `idle_before` counts as completed."""
+    query = select(AgentSession).where(col(AgentSession.organization_id) == organization_id)
+    stored, last_activity = col(AgentSession.status), col(AgentSession.last_activity_at)
+    if status == "active":
+        query = query.where(stored == "active", last_activity >= idle_before)
+    elif status == "completed":
+        query = query.where(
+            or_(stored == "completed", and_(stored == "active", last_activity < idle_before))
+        )
+    elif status == "suspended":
+        query = query.where(stored == "suspended")
+    if server_id is not None:
+        query = query.where(col(AgentSession.server_id) == server_id)
+    if after is not None:
+        started_at, row_id = after
+        query = query.where(
+            or_(
+                col(AgentSession.started_at) < started_at,
+                and_(col(AgentSession.started_at) == started_at, col(AgentSession.id) < row_id),
+            )
+        )
+    query = query.order_by(col(AgentSession.started_at).desc(), col(AgentSession.id).desc())
+    return list(session.scalars(query.limit(limit + 1)))
+
+
+def get_approval(
+    session: Session, organization_id: str, approval_id: str, *, for_update: bool = False
+) -> Approval | None:
+    query = select(Approval).where(
+        col(Approval.id) == approval_id, col(Approval.organization_id) == organization_id
+    )
+    if for_update:
+        query = query.with_for_update()
+    return session.scalars(query).first()
+
+
+def list_approvals(
+    session: Session,
+    organization_id: str,
+    *,
+    status: str | None,
+    server_id: str | None,
+    now: datetime,
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> list[Approval]:
+    """Newest first; a pending approval past its expiry counts as expired."""
+    query = select(Approval).where(col(Approval.organization_id) == organization_id)
+    stored, expires = col(Approval.status), col(Approval.expires_at)
+    if status == "pending":
+        query = query.where(stored == "pending", expires > now)
+    elif status == "expired":
+        query = query.where(stored == "pending", expires <= now)
+    elif status is not None:
+        query = query.where(stored == status)
+    if server_id is not None:
+        query = query.where(col(Approval.server_id) == server_id)
+    if after is not None:
+        created_at, row_id = after
+        query = query.where(
+            or_(
+                col(Approval.created_at) < created_at,
+                and_(col(Approval.created_at) == created_at, col(Approval.id) < row_id),
+            )
+        )
+    query = query.order_by(col(Approval.created_at).desc(), col(Approval.id).desc())
+    return list(session.scalars(query.limit(limit + 1)))

@@ -6,20 +6,38 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
 
-from functions.policies import servers
-from functions.policies.schemas import ServerCreate, ServerRead, ServerUpdate
+from functions.policies import approvals, kill_switch, servers
+from functions.policies.schemas import (
+    AgentSessionRead,
+    AgentSessionStatus,
+    ApprovalRead,
+    ApprovalStatus,
+    DecisionBody,
+    ServerCreate,
+    ServerRead,
+    ServerUpdate,
+    SuspendBody,
+)
 from shared.auth import OrgPrincipal, requires
 from shared.db import SessionDep
-from shared.ids import McpServerId
+from shared.ids import AgentSessionId, ApprovalId, McpServerId
 from shared.models import McpServer
+from shared.models.base import utcnow
 from shared.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery
 from shared.permissions import Permission
 from shared.schemas import Envelope, ListEnvelope, PageMeta
 
 servers_router = APIRouter(prefix="/api/v1/servers", tags=["servers"])
+sessions_router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"])
+approvals_router = APIRouter(prefix="/api/v1/approvals", tags=["approvals"])
 Reader = Annotated[OrgPrincipal, Depends(requires(Permission.GOVERNANCE_READ))]
 # Developers pass this guard too; the service limits them to the servers they created.
 Manager = Annotated[OrgPrincipal, Depends(requires(Permission.GOVERNANCE_MANAGE_OWN))]
+Approver = Annotated[OrgPrincipal, Depends(requires(Permission.APPROVALS_DECIDE))]
+ServerFilter = Annotated[
+    str | None,
+    Query(alias="serverId", pattern=r"^srv_[0-9A-Za-z]{21}$", description="Only this server"),
+]
 
 
 def server_read(server: McpServer) -> ServerRead:
@@ -72,3 +90,103 @@ def delete_server(
     """Delete an MCP server (409 while policies point at it, unless ?force=true)."""
     servers.delete(session, principal, server_id, force=force)
     return Response(status_code=204)
+
+
+@sessions_router.get("", response_model=ListEnvelope[AgentSessionRead])
+def list_sessions(
+    *,
+    principal: Reader,
+    session: SessionDep,
+    status: Annotated[AgentSessionStatus | None, Query()] = None,
+    server_id: ServerFilter = None,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: CursorQuery = None,
+) -> Any:
+    """List agent sessions, newest first (`?status=`, `?serverId=`)."""
+    rows, next_cursor = kill_switch.list_page(
+        session, principal, status=status, server_id=server_id, limit=limit, cursor=cursor
+    )
+    now = utcnow()
+    return ListEnvelope(
+        data=[AgentSessionRead.model_validate(kill_switch.as_read(row, now)) for row in rows],
+        meta=PageMeta(next_cursor=next_cursor),
+    )
+
+
+@sessions_router.get("/{session_id}", response_model=Envelope[AgentSessionRead])
+def get_session(session_id: AgentSessionId, principal: Reader, session: SessionDep) -> Any:
+    """Read one agent session."""
+    row = kill_switch.get(session, principal, session_id)
+    return Envelope(data=AgentSessionRead.model_validate(kill_switch.as_read(row, utcnow())))
+
+
+@sessions_router.post("/{session_id}/suspend", response_model=Envelope[AgentSessionRead])
+def suspend_session(
+    session_id: AgentSessionId, body: SuspendBody, principal: Manager, session: SessionDep
+) -> Any:
+    """Kill switch: refuse every later call of this session until it is resumed."""
+    row = kill_switch.suspend(session, principal, session_id, reason=body.reason)
+    return Envelope(data=AgentSessionRead.model_validate(kill_switch.as_read(row, utcnow())))
+
+
+@sessions_router.post("/{session_id}/resume", response_model=Envelope[AgentSessionRead])
+def resume_session(session_id: AgentSessionId, principal: Manager, session: SessionDep) -> Any:
+    """Lift the kill switch of a suspended session."""
+    row = kill_switch.resume(session, principal, session_id)
+    return Envelope(data=AgentSessionRead.model_validate(kill_switch.as_read(row, utcnow())))
+
+
+@approvals_router.get("", response_model=ListEnvelope[ApprovalRead])
+def list_approvals(
+    *,
+    principal: Reader,
+    session: SessionDep,
+    status: Annotated[ApprovalStatus | None, Query()] = None,
+    server_id: ServerFilter = None,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: CursorQuery = None,
+) -> Any:
+    """List approvals, newest first (`?status=pending` for the queue)."""
+    rows, next_cursor = approvals.list_page(
+        session, principal, status=status, server_id=server_id, limit=limit, cursor=cursor
+    )
+    now = utcnow()
+    return ListEnvelope(
+        data=[ApprovalRead.model_validate(approvals.as_read(row, now)) for row in rows],
+        meta=PageMeta(next_cursor=next_cursor),
+    )
+
+
+@approvals_router.get("/{approval_id}", response_model=Envelope[ApprovalRead])
+def get_approval(approval_id: ApprovalId, principal: Reader, session: SessionDep) -> Any:
+    """Read one approval."""
+    row = approvals.get(session, principal, approval_id)
+    return Envelope(data=ApprovalRead.model_validate(approvals.as_read(row, utcnow())))
+
+
+@approvals_router.post("/{approval_id}/approve", response_model=Envelope[ApprovalRead])
+def approve(
+    approval_id: ApprovalId,
+    principal: Approver,
+    session: SessionDep,
+    body: DecisionBody | None = None,
+) -> Any:
+    """Grant the exact call this approval is bound to, once."""
+    row = approvals.decide(
+        session, principal, approval_id, approve=True, reason=body.reason if body else None
+    )
+    return Envelope(data=ApprovalRead.model_validate(approvals.as_read(row, utcnow())))
+
+
+@approvals_router.post("/{approval_id}/reject", response_model=Envelope[ApprovalRead])
+def reject(
+    approval_id: ApprovalId,
+    principal: Approver,
+    session: SessionDep,
+    body: DecisionBody | None = None,
+) -> Any:
+    """Refuse the call this approval is bound to."""
+    row = approvals.decide(
+        session, principal, approval_id, approve=False, reason=body.reason if body else None
+    )
+    return Envelope(data=ApprovalRead.model_validate(approvals.as_read(row, utcnow())))

@@ -111,3 +111,52 @@ class ToolRead(ReadModel):
     first_seen_at: datetime
     last_seen_at: datetime
     changed_at: datetime | None
+
+
+AgentSessionStatus = Literal["active", "suspended", "completed"]
+
+
+class AgentSessionRead(ReadModel):
+    id: str
+    server_id: str
+    principal_type: Literal["api_key", "user"]
+    principal_id: str
+    status: AgentSessionStatus
+    tool_calls_count: int
+    started_at: datetime
+    last_activity_at: datetime
+    completed_at: datetime | None = None
+    suspended_at: datetime | None = None
+    suspended_reason: str | None = None
+    suspended_by: str | None = None
+
+
+class SuspendBody(ApiModel):
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+ApprovalStatus = Literal["pending", "approved", "rejected", "used", "expired"]
+
+
+class ApprovalRead(ReadModel):
+    id: str
+    server_id: str
+    agent_session_id: str | None
+    tool_name: str
+    arguments_digest: str
+    policy_id: str
+    policy_version: int
+    principal_type: Literal["api_key", "user"]
+    principal_id: str
+    requester_user_id: str | None
+    status: ApprovalStatus
+    decided_by: str | None
+    decided_at: datetime | None
+    decision_reason: str | None
+    used_at: datetime | None
+    expires_at: datetime
+    created_at: datetime
+
+
+class DecisionBody(ApiModel):
+    reason: str | None = Field(default=None, max_length=1000)
