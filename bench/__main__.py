@@ -8,6 +8,7 @@ import importlib
 BENCHMARKS = {
     "cold_import": "bench.cold_import",
     "auth": "bench.auth",
+    "policy_engine": "bench.policy_engine",
 }
 
 

@@ -3,6 +3,7 @@
     igris serve [--host H] [--port P]     every function on one local server
     igris migrate [--revision R]          alembic upgrade on DATABASE_URL_UNPOOLED
     igris invoke FUNCTION EVENT.json      run a Lambda handler with a recorded event
+    igris invoke --built FUNCTION EVENT   the same from the `sam build` artifacts (Python 3.12)
     igris db start|stop|url               the local PostgreSQL that serve starts
     igris backup [--time ISO]             a backup now, by the scheduled function's code path
     igris restore SOURCE --target URL     restore a backup (S3 key or file) and verify it
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import os
 import secrets
 import sys
@@ -50,6 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     invoke = commands.add_parser("invoke", help="run a function's handler with a Lambda event")
     invoke.add_argument("function", choices=FUNCTIONS)
     invoke.add_argument("event", type=Path, help="a JSON event file (see events/)")
+    invoke.add_argument(
+        "--built", action="store_true", help="run the sam build artifact under Python 3.12"
+    )
 
     db = commands.add_parser("db", help="the local PostgreSQL")
     db.add_argument("action", choices=("start", "stop", "url"))
@@ -63,6 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     home: Path = args.home
+    _logs_to_stderr()
     if args.command == "serve":
         return _serve(home, args.host, args.port, reload=args.reload)
     if args.command == "migrate":
@@ -76,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 started.stop()
         return 0
     if args.command == "invoke":
-        return _invoke(home, args.function, args.event)
+        return _invoke(home, args.function, args.event, built=args.built)
     if args.command == "backup":
         return _backup(home, args.time)
     if args.command == "restore":
@@ -115,6 +121,15 @@ def _restore(source: str, target: str) -> int:
     return 0 if report.ok else 1
 
 
+def _logs_to_stderr() -> None:
+    """The command's output is its result (JSON, a report); its logs go to stderr."""
+    from shared.logs import logger
+
+    handler = logger.registered_handler
+    if isinstance(handler, logging.StreamHandler):
+        handler.setStream(sys.stderr)
+
+
 def _serve(home: Path, host: str, port: int, *, reload: bool) -> int:
     try:
         import uvicorn
@@ -140,15 +155,24 @@ def _serve(home: Path, host: str, port: int, *, reload: bool) -> int:
     return 0
 
 
-def _invoke(home: Path, function: str, event_path: Path) -> int:
+def _invoke(home: Path, function: str, event_path: Path, *, built: bool) -> int:
     from igris.lambda_context import LocalLambdaContext
 
     event = json.loads(event_path.read_text(encoding="utf-8"))
     started = _prepare_environment(home, migrate=function != "migrate")
     try:
-        module = importlib.import_module(f"functions.{function}.main")
-        context = LocalLambdaContext(function_name=f"igris-{function}")
-        result = module.handler(event, context)
+        if built:
+            from igris.built import BuiltInvokeError, invoke_built
+
+            try:
+                result = invoke_built(function, event_path, env=dict(os.environ))
+            except BuiltInvokeError as exc:
+                print(str(exc), file=sys.stderr)
+                return 1
+        else:
+            module = importlib.import_module(f"functions.{function}.main")
+            context = LocalLambdaContext(function_name=f"igris-{function}")
+            result = module.handler(event, context)
     finally:
         if started is not None:
             started.stop()

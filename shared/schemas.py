@@ -4,16 +4,27 @@ envelopes."""
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic.alias_generators import to_camel
 
 T = TypeVar("T")
 
 
+def _contains_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_contains_nul(k) or _contains_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_contains_nul(item) for item in value)
+    return False
+
+
 class ApiModel(BaseModel):
-    """Request bodies: camelCase names only, unknown fields refused."""
+    """Request bodies: camelCase names only, unknown fields refused, no NUL characters
+    (PostgreSQL text cannot hold them: refused here as bad input, not a 500 later)."""
 
     model_config = ConfigDict(
         alias_generator=to_camel,
@@ -22,6 +33,13 @@ class ApiModel(BaseModel):
         serialize_by_alias=True,
         extra="forbid",
     )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        if _contains_nul(value):
+            raise ValueError("must not contain NUL characters")
+        return value
 
 
 class ReadModel(BaseModel):
