@@ -230,7 +230,9 @@ def update_user(
     body: UpdateUser, request: Request, principal: SignedIn, session: SessionDep
 ) -> JSONResponse:
     """Update the caller's name or image."""
-    accounts.update_user(session, principal, changes=body.model_dump(exclude_unset=True, by_alias=False))
+    accounts.update_user(
+        session, principal, changes=body.model_dump(exclude_unset=True, by_alias=False)
+    )
     response = JSONResponse({"status": True})
     token = presented_token(request)
     if token is not None:
