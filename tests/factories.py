@@ -19,6 +19,8 @@ from shared.models import (
     McpServer,
     Member,
     Organization,
+    Policy,
+    PolicyVersion,
     User,
 )
 from shared.models import Session as UserSession
@@ -218,3 +220,28 @@ def make_approval(
     db.add(row)
     db.flush()
     return row
+
+
+def make_policy(
+    db: Session, org: Organization, server: McpServer | None = None, **overrides: Any
+) -> Policy:
+    values: dict[str, Any] = {
+        "organization_id": org.id,
+        "server_id": server.id if server else None,
+        "name": unique("policy-"),
+        "rules": [{"tool": "*", "action": "allow"}],
+    }
+    values.update(overrides)
+    policy = Policy(**values)
+    db.add(policy)
+    db.flush()
+    db.add(
+        PolicyVersion(
+            organization_id=org.id,
+            policy_id=policy.id,
+            version=policy.version,
+            snapshot={"name": policy.name, "rules": policy.rules},
+        )
+    )
+    db.flush()
+    return policy

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlmodel import Session, SQLModel
 
-from shared.models import AgentSession, ApiKey, Approval, AuditEvent, McpServer
+from shared.models import AgentSession, ApiKey, Approval, AuditEvent, McpServer, Policy
 from shared.permissions import Role
 from tests.factories import (
     Actor,
@@ -21,6 +21,7 @@ from tests.factories import (
     make_agent_session,
     make_api_key,
     make_approval,
+    make_policy,
     make_server,
 )
 from tests.routes import RouteInfo, all_routes
@@ -34,6 +35,7 @@ OBJECTS: dict[str, tuple[type[SQLModel], Factory]] = {
         AgentSession,
         lambda db, owner: make_agent_session(db, make_server(db, owner.org, owner.user)).id,
     ),
+    "policy": (Policy, lambda db, owner: make_policy(db, owner.org).id),
     "approval": (
         Approval,
         lambda db, owner: make_approval(db, make_server(db, owner.org, owner.user)).id,
@@ -46,6 +48,7 @@ SAMPLE_BODIES: dict[str, dict[str, object]] = {
     "ServerUpdate": {"name": "renamed"},
     "SuspendBody": {"reason": "isolation test"},
     "DecisionBody": {"reason": "isolation test"},
+    "PolicyUpdate": {"priority": 5},
 }
 
 
@@ -75,14 +78,13 @@ def test_another_organizations_object_is_404_and_untouched(
 ) -> None:
     intruder = make_actor(db, Role.OWNER)
     victim = make_actor(db, Role.OWNER)
-    path = info.route.path
     targets: list[tuple[type[SQLModel], str]] = []
+    ids: dict[str, str] = {}
     for name, kind in info.id_params.items():
         model, factory = OBJECTS[kind]
-        object_id = factory(db, victim)
-        targets.append((model, object_id))
-        path = path.replace("{" + name + "}", object_id)
-    path = path.replace("{", "").replace("}", "")
+        ids[name] = factory(db, victim)
+        targets.append((model, ids[name]))
+    path = info.path_with(ids)
     before = [db.get(model, object_id).model_dump() for model, object_id in targets]  # type: ignore[union-attr]
     events_before = db.scalar(
         select(func.count()).select_from(AuditEvent).where(AuditEvent.chain_id == victim.org.id)  # type: ignore[arg-type]

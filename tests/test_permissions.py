@@ -21,10 +21,7 @@ ROUTES = all_routes()
 
 
 def concrete_path(info: RouteInfo) -> str:
-    path = info.route.path
-    for name, kind in info.id_params.items():
-        path = path.replace("{" + name + "}", new_id(kind))
-    return path.replace("{", "").replace("}", "")
+    return info.path_with({name: new_id(kind) for name, kind in info.id_params.items()})
 
 
 @pytest.mark.parametrize("info", ROUTES, ids=lambda info: info.label)

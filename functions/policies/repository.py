@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import and_, delete, or_, select
 from sqlmodel import Session, col
 
-from shared.models import AgentSession, Approval, McpServer, Policy, ServerTool
+from shared.models import AgentSession, Approval, McpServer, Policy, PolicyVersion, ServerTool
 
 
 def add(session: Session, row: Any) -> None:
@@ -158,3 +158,63 @@ def list_approvals(
         )
     query = query.order_by(col(Approval.created_at).desc(), col(Approval.id).desc())
     return list(session.scalars(query.limit(limit + 1)))
+
+
+def get_policy(
+    session: Session, organization_id: str, policy_id: str, *, for_update: bool = False
+) -> Policy | None:
+    query = select(Policy).where(
+        col(Policy.id) == policy_id, col(Policy.organization_id) == organization_id
+    )
+    if for_update:
+        query = query.with_for_update()
+    return session.scalars(query).first()
+
+
+def policy_name_taken(
+    session: Session, organization_id: str, name: str, exclude_id: str | None
+) -> bool:
+    query = select(col(Policy.id)).where(
+        col(Policy.organization_id) == organization_id, col(Policy.name) == name
+    )
+    with session.no_autoflush:
+        found = session.scalars(query).first()
+    return found is not None and found != exclude_id
+
+
+def list_policies(
+    session: Session,
+    organization_id: str,
+    *,
+    server_id: str | None,
+    active: bool | None,
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> list[Policy]:
+    query = select(Policy).where(col(Policy.organization_id) == organization_id)
+    if server_id is not None:
+        query = query.where(col(Policy.server_id) == server_id)
+    if active is not None:
+        query = query.where(col(Policy.active).is_(active))
+    if after is not None:
+        created_at, row_id = after
+        query = query.where(
+            or_(
+                col(Policy.created_at) < created_at,
+                and_(col(Policy.created_at) == created_at, col(Policy.id) < row_id),
+            )
+        )
+    query = query.order_by(col(Policy.created_at).desc(), col(Policy.id).desc())
+    return list(session.scalars(query.limit(limit + 1)))
+
+
+def policy_versions(
+    session: Session, organization_id: str, policy_id: str, *, version: int | None = None
+) -> list[PolicyVersion]:
+    query = select(PolicyVersion).where(
+        col(PolicyVersion.organization_id) == organization_id,
+        col(PolicyVersion.policy_id) == policy_id,
+    )
+    if version is not None:
+        query = query.where(col(PolicyVersion.version) == version)
+    return list(session.scalars(query.order_by(col(PolicyVersion.version).desc())))

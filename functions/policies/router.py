@@ -4,15 +4,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 
-from functions.policies import approvals, kill_switch, servers
+from functions.policies import approvals, kill_switch, policies, servers
 from functions.policies.schemas import (
     AgentSessionRead,
     AgentSessionStatus,
     ApprovalRead,
     ApprovalStatus,
     DecisionBody,
+    EvaluateRequest,
+    EvaluateResult,
+    PolicyCreate,
+    PolicyRead,
+    PolicyUpdate,
+    PolicyVersionRead,
     ServerCreate,
     ServerRead,
     ServerUpdate,
@@ -20,7 +26,7 @@ from functions.policies.schemas import (
 )
 from shared.auth import OrgPrincipal, requires
 from shared.db import SessionDep
-from shared.ids import AgentSessionId, ApprovalId, McpServerId
+from shared.ids import AgentSessionId, ApprovalId, McpServerId, PolicyId
 from shared.models import McpServer
 from shared.models.base import utcnow
 from shared.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery
@@ -28,6 +34,7 @@ from shared.permissions import Permission
 from shared.schemas import Envelope, ListEnvelope, PageMeta
 
 servers_router = APIRouter(prefix="/api/v1/servers", tags=["servers"])
+policies_router = APIRouter(prefix="/api/v1/policies", tags=["policies"])
 sessions_router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"])
 approvals_router = APIRouter(prefix="/api/v1/approvals", tags=["approvals"])
 Reader = Annotated[OrgPrincipal, Depends(requires(Permission.GOVERNANCE_READ))]
@@ -190,3 +197,92 @@ def reject(
         session, principal, approval_id, approve=False, reason=body.reason if body else None
     )
     return Envelope(data=ApprovalRead.model_validate(approvals.as_read(row, utcnow())))
+
+
+@policies_router.post("", status_code=201, response_model=Envelope[PolicyRead])
+def create_policy(body: PolicyCreate, principal: Manager, session: SessionDep) -> Any:
+    """Create a policy (version 1)."""
+    return Envelope(data=PolicyRead.model_validate(policies.create(session, principal, body)))
+
+
+@policies_router.get("", response_model=ListEnvelope[PolicyRead])
+def list_policies(
+    *,
+    principal: Reader,
+    session: SessionDep,
+    server_id: ServerFilter = None,
+    active: Annotated[bool | None, Query()] = None,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: CursorQuery = None,
+) -> Any:
+    """List policies, newest first (`?serverId=`, `?active=`)."""
+    rows, next_cursor = policies.list_page(
+        session, principal, server_id=server_id, active=active, limit=limit, cursor=cursor
+    )
+    return ListEnvelope(
+        data=[PolicyRead.model_validate(row) for row in rows],
+        meta=PageMeta(next_cursor=next_cursor),
+    )
+
+
+@policies_router.post("/evaluate", response_model=Envelope[EvaluateResult])
+def evaluate_policy(body: EvaluateRequest, principal: Reader, session: SessionDep) -> Any:
+    """Dry run: what the proxy would decide for this call (no side effects)."""
+    decision = policies.dry_run(session, principal, body)
+    return Envelope(
+        data=EvaluateResult(
+            decision=decision.decision,
+            policy_id=decision.policy_id,
+            policy_version=decision.policy_version,
+            rule_index=decision.rule_index,
+            reason=decision.reason,
+            rate_limit=decision.rate_limit.model_dump(by_alias=True)
+            if decision.rate_limit
+            else None,
+            redact=list(decision.redact_paths),
+        )
+    )
+
+
+@policies_router.get("/{policy_id}", response_model=Envelope[PolicyRead])
+def get_policy(policy_id: PolicyId, principal: Reader, session: SessionDep) -> Any:
+    """Read one policy (its current version)."""
+    return Envelope(data=PolicyRead.model_validate(policies.get(session, principal, policy_id)))
+
+
+@policies_router.patch("/{policy_id}", response_model=Envelope[PolicyRead])
+def update_policy(
+    policy_id: PolicyId, body: PolicyUpdate, principal: Manager, session: SessionDep
+) -> Any:
+    """Change a policy; every change makes a new version."""
+    row = policies.update(session, principal, policy_id, body)
+    return Envelope(data=PolicyRead.model_validate(row))
+
+
+@policies_router.delete("/{policy_id}", status_code=204, response_class=Response)
+def delete_policy(policy_id: PolicyId, principal: Manager, session: SessionDep) -> Response:
+    """Delete a policy (its versions stay readable)."""
+    policies.delete(session, principal, policy_id)
+    return Response(status_code=204)
+
+
+@policies_router.get("/{policy_id}/versions", response_model=ListEnvelope[PolicyVersionRead])
+def list_policy_versions(policy_id: PolicyId, principal: Reader, session: SessionDep) -> Any:
+    """Every version of a policy, newest first (also after the policy was deleted)."""
+    rows = policies.versions(session, principal, policy_id)
+    return ListEnvelope(
+        data=[PolicyVersionRead.model_validate(row) for row in rows],
+        meta=PageMeta(next_cursor=None),
+    )
+
+
+@policies_router.get("/{policy_id}/versions/{version}", response_model=Envelope[PolicyVersionRead])
+def get_policy_version(
+    policy_id: PolicyId,
+    version: Annotated[int, Path(ge=1, le=2_147_483_647)],
+    principal: Reader,
+    session: SessionDep,
+) -> Any:
+    """One version of a policy: resolves any audit event's (policyId, policyVersion)."""
+    (row,) = policies.versions(session, principal, policy_id, version=version)
+    return Envelope(data=PolicyVersionRead.model_validate(row))

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from shared.governance.rules import Rules
+from shared.permissions import Role
 from shared.schemas import ApiModel, ReadModel
 
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]{2,63}$"
@@ -160,3 +162,62 @@ class ApprovalRead(ReadModel):
 
 class DecisionBody(ApiModel):
     reason: str | None = Field(default=None, max_length=1000)
+
+
+class PolicyCreate(ApiModel):
+    name: str = Field(min_length=1, max_length=200)
+    server_id: str | None = Field(default=None, pattern=r"^srv_[0-9A-Za-z]{21}$")
+    priority: int = Field(default=100, ge=-1_000_000, le=1_000_000)
+    active: bool = True
+    rules: Rules
+
+
+class PolicyUpdate(ApiModel):
+    """Every field optional; `serverId: null` makes the policy org-wide."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    server_id: str | None = Field(default=None, pattern=r"^srv_[0-9A-Za-z]{21}$")
+    priority: int | None = Field(default=None, ge=-1_000_000, le=1_000_000)
+    active: bool | None = None
+    rules: Rules | None = None
+
+
+class PolicyRead(ReadModel):
+    id: str
+    name: str
+    server_id: str | None
+    priority: int
+    active: bool
+    rules: list[dict[str, Any]]
+    version: int
+    created_by: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class PolicyVersionRead(ReadModel):
+    policy_id: str
+    version: int
+    snapshot: dict[str, Any]
+    created_by: str | None
+    created_at: datetime
+
+
+class EvaluateRequest(ApiModel):
+    server_id: str | None = Field(default=None, pattern=r"^srv_[0-9A-Za-z]{21}$")
+    server_slug: str | None = Field(default=None, pattern=SLUG_PATTERN)
+    tool: str = Field(min_length=1, max_length=256)
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    user: str | None = Field(default=None, max_length=255)
+    metadata: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+    role: Role | None = None
+
+
+class EvaluateResult(ReadModel):
+    decision: Literal["allow", "deny", "alert", "redact", "require_approval"]
+    policy_id: str | None
+    policy_version: int | None
+    rule_index: int | None
+    reason: str
+    rate_limit: dict[str, Any] | None = None
+    redact: list[str] = Field(default_factory=list)
