@@ -215,7 +215,7 @@ def test_every_change_makes_a_version_and_old_ones_stay(
     assert first.json()["data"]["snapshot"]["rules"][0]["tool"] == "a"
     assert client.get(f"{path}/versions/9", headers=owner.headers).status_code == 404
     operations = db.scalars(
-        select(AuditEvent.operation)
+        select(col(AuditEvent.operation))
         .where(col(AuditEvent.chain_id) == owner.org.id)
         .order_by(col(AuditEvent.seq))
     ).all()
