@@ -172,6 +172,12 @@ class Guard:
         if principal is None:
             raise Unauthorized()
         if self.kind == "signed_in":
+            # Account and organization routes act for a person: an API key never signs in.
+            if principal.kind != "user":
+                raise Forbidden(
+                    "This route needs a signed-in session, not an API key.",
+                    code="session_required",
+                )
             return principal
         if principal.organization_id is None or principal.role is None:
             raise Forbidden("Select an active organization first.", code="no_active_organization")

@@ -43,7 +43,6 @@ class RouteInfo:
                     kinds[param.name] = _KIND_BY_PREFIX[match.group(1)]
         return kinds
 
-
     def path_with(self, ids: dict[str, str]) -> str:
         """The route's path with the given IDs, and a plausible value for other parameters
         (integers 1, strings "x"), so that a call reaches the route's own logic."""

@@ -210,3 +210,28 @@ def test_missing_credentials_is_401(client: TestClient) -> None:
     response = client.get("/api/v1/api-keys")
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/api/auth/list-sessions"),
+        ("POST", "/api/auth/update-user"),
+        ("POST", "/api/auth/revoke-sessions"),
+        ("POST", "/api/auth/change-password"),
+    ],
+)
+def test_api_keys_cannot_act_as_a_signed_in_user(
+    client: TestClient, owner: Actor, db: Session, method: str, path: str
+) -> None:
+    _, key = make_api_key(db, owner.org, owner.user, Role.ADMIN)
+    body = {"name": "x"} if path.endswith("update-user") else {}
+    response = client.request(method, path, json=body, headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code == 403
+    assert response.json()["code"] == "SESSION_REQUIRED"
+    assert "set-cookie" not in response.headers
+
+
+def test_nul_characters_are_bad_input(client: TestClient, owner: Actor) -> None:
+    response = client.post("/api/v1/api-keys", json={"name": "a\u0000b"}, headers=owner.headers)
+    assert response.status_code == 422
