@@ -14,6 +14,10 @@ import socket
 from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
+from shared.crypto import unseal
+from shared.mcp_client import UpstreamAuth
+from shared.models import McpServer
+
 Resolver = Callable[[str, int], Iterable[str]]
 
 
@@ -77,3 +81,24 @@ def check_upstream_url(url: str, *, allow_private: bool, resolver: Resolver = _r
                 "private, loopback, link-local and metadata addresses are not allowed"
             )
     return parts.geturl()
+
+
+def credential_binding(server: McpServer) -> str:
+    """What a server's credential ciphertext is bound to: it opens for this row only."""
+    return f"{server.organization_id}:{server.id}"
+
+
+def upstream_auth(server: McpServer) -> UpstreamAuth:
+    """How to authenticate to the server's upstream, with its credential decrypted."""
+    credential = None
+    if server.credential_ciphertext is not None and server.credential_key_id is not None:
+        credential = unseal(
+            server.credential_ciphertext,
+            server.credential_key_id,
+            bound_to=credential_binding(server),
+        )
+    return UpstreamAuth(
+        auth_type=server.auth_type,  # type: ignore[arg-type]
+        header_name=server.auth_header_name,
+        credential=credential,
+    )

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 
-from functions.policies import approvals, kill_switch, policies, servers
+from functions.policies import approvals, discovery, kill_switch, policies, servers
 from functions.policies.schemas import (
     AgentSessionRead,
     AgentSessionStatus,
@@ -23,6 +23,7 @@ from functions.policies.schemas import (
     ServerRead,
     ServerUpdate,
     SuspendBody,
+    ToolRead,
 )
 from shared.auth import OrgPrincipal, requires
 from shared.db import SessionDep
@@ -85,6 +86,29 @@ def update_server(
 ) -> Any:
     """Change an MCP server; `enabled: false` is the server-wide kill switch."""
     return Envelope(data=server_read(servers.update(session, principal, server_id, body)))
+
+
+@servers_router.post("/{server_id}/discover", response_model=ListEnvelope[ToolRead])
+def discover_tools(server_id: McpServerId, principal: Manager, session: SessionDep) -> Any:
+    """Call the upstream's tools/list and store each tool with its fingerprint."""
+    target = discovery.target(session, principal, server_id)
+    # End the read transaction before the upstream call: a pooled connection must not be
+    # held (pinned, behind PgBouncer) while a remote server takes its time.
+    session.commit()
+    tools = discovery.fetch(target)
+    rows = discovery.store(session, principal, server_id, tools)
+    return ListEnvelope(
+        data=[ToolRead.model_validate(row) for row in rows], meta=PageMeta(next_cursor=None)
+    )
+
+
+@servers_router.get("/{server_id}/tools", response_model=ListEnvelope[ToolRead])
+def list_tools(server_id: McpServerId, principal: Reader, session: SessionDep) -> Any:
+    """The server's stored tools with `firstSeenAt`, `changedAt` and `fingerprint`."""
+    rows = discovery.stored_tools(session, principal, server_id)
+    return ListEnvelope(
+        data=[ToolRead.model_validate(row) for row in rows], meta=PageMeta(next_cursor=None)
+    )
 
 
 @servers_router.delete("/{server_id}", status_code=204, response_class=Response)

@@ -21,7 +21,7 @@ from shared.models import McpServer
 from shared.models.base import utcnow
 from shared.pagination import decode_cursor, page
 from shared.permissions import Permission
-from shared.upstream import UpstreamUrlError, check_upstream_url
+from shared.upstream import UpstreamUrlError, check_upstream_url, credential_binding
 
 
 class SlugTaken(Conflict):
@@ -47,11 +47,6 @@ def admin_event(session: Session, principal: OrgPrincipal, operation: str, **met
         server_id=metadata.get("serverId"),
         metadata=metadata,
     )
-
-
-def credential_binding(server: McpServer) -> str:
-    """What a server's credential ciphertext is bound to: it opens for this row only."""
-    return f"{server.organization_id}:{server.id}"
 
 
 def get(session: Session, principal: OrgPrincipal, server_id: str) -> McpServer:

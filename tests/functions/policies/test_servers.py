@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlmodel import Session, col
 
 from functions.policies.main import app
-from functions.policies.servers import credential_binding
+from shared.upstream import credential_binding
 from shared.config import get_settings
 from shared.crypto import unseal
 from shared.models import AuditEvent, McpServer, Policy
