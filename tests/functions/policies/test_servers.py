@@ -12,11 +12,11 @@ from sqlalchemy import select
 from sqlmodel import Session, col
 
 from functions.policies.main import app
-from shared.upstream import credential_binding
 from shared.config import get_settings
 from shared.crypto import unseal
 from shared.models import AuditEvent, McpServer, Policy
 from shared.permissions import Role
+from shared.upstream import credential_binding
 from tests.factories import Actor, make_actor, make_server, unique
 
 ClientFor = Callable[[FastAPI], TestClient]
