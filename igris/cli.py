@@ -7,6 +7,7 @@
     igris db start|stop|url               the local PostgreSQL that serve starts
     igris backup [--time ISO]             a backup now, by the scheduled function's code path
     igris restore SOURCE --target URL     restore a backup (S3 key or file) and verify it
+    igris rotate-credentials              re-encrypt upstream credentials with the newest key
 
 Without DATABASE_URL, serve, migrate and invoke use a local PostgreSQL kept in
 `.local/pgdata` (started for you, migrated, kept across restarts).
@@ -21,7 +22,7 @@ import logging
 import os
 import secrets
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,28 +67,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     restore.add_argument("source", help="an S3 key in BACKUP_BUCKET, or a local .dump file")
     restore.add_argument("--target", required=True, help="URL of an empty database")
 
+    commands.add_parser(
+        "rotate-credentials",
+        help="re-encrypt stored upstream credentials under the first IGRIS_ENCRYPTION_KEY",
+    )
+
     args = parser.parse_args(argv)
     home: Path = args.home
     _logs_to_stderr()
-    if args.command == "serve":
-        return _serve(home, args.host, args.port, reload=args.reload)
-    if args.command == "migrate":
-        started = _prepare_environment(home, migrate=False)
-        from functions.migrate.migrator import run_migrations
+    commands_by_name: dict[str, Callable[[], int]] = {
+        "serve": lambda: _serve(home, args.host, args.port, reload=args.reload),
+        "migrate": lambda: _migrate(home, args.revision),
+        "invoke": lambda: _invoke(home, args.function, args.event, built=args.built),
+        "db": lambda: _db(home, args.action),
+        "backup": lambda: _backup(home, args.time),
+        "restore": lambda: _restore(args.source, args.target),
+        "rotate-credentials": lambda: _rotate(home),
+    }
+    return commands_by_name[args.command]()
 
-        try:
-            print(json.dumps(run_migrations(revision=args.revision).as_dict()))
-        finally:
-            if started is not None:
-                started.stop()
-        return 0
-    if args.command == "invoke":
-        return _invoke(home, args.function, args.event, built=args.built)
-    if args.command == "backup":
-        return _backup(home, args.time)
-    if args.command == "restore":
-        return _restore(args.source, args.target)
-    return _db(home, args.action)
+
+def _migrate(home: Path, revision: str) -> int:
+    started = _prepare_environment(home, migrate=False)
+    from functions.migrate.migrator import run_migrations
+
+    try:
+        print(json.dumps(run_migrations(revision=revision).as_dict()))
+    finally:
+        if started is not None:
+            started.stop()
+    return 0
 
 
 def _backup(home: Path, when: str | None) -> int:
@@ -105,6 +114,24 @@ def _backup(home: Path, when: str | None) -> int:
         if started is not None:
             started.stop()
     print(json.dumps(result.as_dict(), indent=2, default=str))
+    return 0
+
+
+def _rotate(home: Path) -> int:
+    from shared.config import get_settings
+    from shared.credentials import rotate_credentials
+    from shared.db import make_engine, session_scope
+
+    started = _prepare_environment(home, migrate=False)
+    try:
+        engine = make_engine(get_settings().direct_url())
+        with session_scope(engine) as session:
+            result = rotate_credentials(session)
+        engine.dispose()
+    finally:
+        if started is not None:
+            started.stop()
+    print(json.dumps({"rotated": result.rotated, "alreadyCurrent": result.already_current}))
     return 0
 
 
