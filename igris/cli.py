@@ -20,8 +20,10 @@ import importlib
 import json
 import logging
 import os
+import re
 import secrets
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -182,20 +184,40 @@ def _serve(home: Path, host: str, port: int, *, reload: bool) -> int:
     return 0
 
 
+_PLACEHOLDER = re.compile(r"\{\{([A-Z][A-Z0-9_]*)\}\}")
+
+
+def _filled_event(event_path: Path) -> str:
+    """The event file's text with `{{NAME}}` placeholders (e.g. `{{IGRIS_API_KEY}}` in the
+    Authorization header of the recorded API events) taken from the environment."""
+    raw = event_path.read_text(encoding="utf-8")
+    missing = sorted({name for name in _PLACEHOLDER.findall(raw) if name not in os.environ})
+    if missing:
+        raise SystemExit(
+            f"{event_path} needs {', '.join(missing)} in the environment "
+            "(IGRIS_API_KEY: a key of your organization, from POST /api/v1/api-keys)"
+        )
+    return _PLACEHOLDER.sub(lambda match: json.dumps(os.environ[match[1]])[1:-1], raw)
+
+
 def _invoke(home: Path, function: str, event_path: Path, *, built: bool) -> int:
     from igris.lambda_context import LocalLambdaContext
 
-    event = json.loads(event_path.read_text(encoding="utf-8"))
+    filled = _filled_event(event_path)
+    event = json.loads(filled)
     started = _prepare_environment(home, migrate=function != "migrate")
     try:
         if built:
             from igris.built import BuiltInvokeError, invoke_built
 
-            try:
-                result = invoke_built(function, event_path, env=dict(os.environ))
-            except BuiltInvokeError as exc:
-                print(str(exc), file=sys.stderr)
-                return 1
+            with tempfile.NamedTemporaryFile("w", suffix=".json", encoding="utf-8") as file:
+                file.write(filled)
+                file.flush()
+                try:
+                    result = invoke_built(function, Path(file.name), env=dict(os.environ))
+                except BuiltInvokeError as exc:
+                    print(str(exc), file=sys.stderr)
+                    return 1
         else:
             module = importlib.import_module(f"functions.{function}.main")
             context = LocalLambdaContext(function_name=f"igris-{function}")

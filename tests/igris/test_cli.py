@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from igris.testenv import free_port
+from shared.permissions import Role
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
@@ -142,3 +143,56 @@ def test_invoke_migrate_and_migrate_command_are_no_ops_at_head() -> None:
     assert output["changed"] is False
     assert output["after"]
     assert json.loads(igris("migrate"))["changed"] is False
+
+
+def committed_owner_key() -> str:
+    """An organization with an owner and an admin API key, committed (the invoked handler
+    runs in its own process, outside any test transaction)."""
+    from shared.db import session_scope
+    from tests.factories import make_api_key, make_member, make_org, make_user
+
+    with session_scope() as db:
+        org = make_org(db)
+        user = make_user(db)
+        make_member(db, org, user)
+        _, key = make_api_key(db, org, user, Role.ADMIN)
+    return key
+
+
+def test_invoke_fills_the_api_key_into_recorded_api_events(migrated: None) -> None:
+    env = {**os.environ, "IGRIS_API_KEY": committed_owner_key()}
+    created = json.loads(
+        igris("invoke", "policies", str(EVENTS / "policies-create-server.json"), env=env)
+    )
+    assert created["statusCode"] == 201, created
+    assert json.loads(created["body"])["data"]["slug"] == "docs-search"
+    listed = json.loads(
+        igris("invoke", "policies", str(EVENTS / "policies-list-servers.json"), env=env)
+    )
+    assert [s["slug"] for s in json.loads(listed["body"])["data"]] == ["docs-search"]
+    evaluated = json.loads(
+        igris("invoke", "policies", str(EVENTS / "policies-evaluate.json"), env=env)
+    )
+    assert json.loads(evaluated["body"])["data"]["decision"] == "deny"  # no policy yet
+
+
+def test_invoke_says_which_placeholder_is_missing() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "IGRIS_API_KEY"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "igris.cli",
+            "invoke",
+            "policies",
+            str(EVENTS / "policies-list-servers.json"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "IGRIS_API_KEY" in result.stderr
