@@ -2,9 +2,11 @@
 
 `record_event` runs inside the caller's transaction, so an act and its audit event commit
 or roll back together. Appends to one chain are serialized by the row lock on that chain's
-`audit_chain_heads` row (taken by an upsert), which is transaction-scoped and therefore safe
-behind PgBouncer in transaction mode; `seq` stays gapless because a rolled-back append rolls
-the head back too. Two statements per event.
+`audit_chain_heads` row (taken by an upsert inside `igris_append_event`), which is
+transaction-scoped and therefore safe behind PgBouncer in transaction mode; `seq` stays
+gapless because a rolled-back append rolls the head back too. One statement per event: the
+application sends the canonical JSON around a placeholder for `seq`, the database fills it in
+and computes the hash (migration 0004).
 """
 
 from __future__ import annotations
@@ -17,13 +19,13 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import inspect, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import bindparam, inspect, select, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Session
 
 from shared.ids import new_id
-from shared.models.audit_event import SYSTEM_CHAIN, AuditChainHead, AuditEvent
-from shared.models.base import table_of, utcnow
+from shared.models.audit_event import SYSTEM_CHAIN, AuditEvent
+from shared.models.base import utcnow
 
 GENESIS_HASH = "0" * 64
 
@@ -107,6 +109,30 @@ def hashed_content(event: AuditEvent) -> dict[str, Any]:
     return content
 
 
+_SEQ_PLACEHOLDER = "\x00seq\x00"  # cannot occur in content: normalize_json replaces NUL
+_APPEND = text(
+    "SELECT seq, prev_hash, hash FROM igris_append_event(:chain, :prefix, :suffix, "
+    "CAST(:row AS jsonb))"
+).bindparams(bindparam("row", type_=JSONB))
+
+
+def canonical_template(event: AuditEvent) -> tuple[str, str]:
+    """The event's canonical JSON split around its `seq`: the database completes it with the
+    seq it allocates (igris_append_event), so the hash it computes is the one a verifier
+    recomputes from the stored row."""
+    content = hashed_content(event)
+    content["seq"] = _SEQ_PLACEHOLDER
+    prefix, placeholder, suffix = canonical_json(content).partition(
+        json.dumps(_SEQ_PLACEHOLDER, ensure_ascii=False)
+    )
+    assert placeholder, "the seq placeholder must appear exactly once"
+    return prefix, suffix
+
+
+def _jsonable(value: Any) -> Any:
+    return format_timestamp(value) if isinstance(value, datetime) else value
+
+
 def compute_hash(prev_hash: str, event: AuditEvent) -> str:
     """`SHA-256(prevHash || canonical JSON of the event)`, hex."""
     payload = prev_hash + canonical_json(hashed_content(event))
@@ -174,29 +200,16 @@ def record_event(
         hash="",
     )
 
-    heads = table_of(AuditChainHead)
-    claim = (
-        insert(heads)
-        .values(chain_id=chain_id, seq=1, hash=GENESIS_HASH)
-        .on_conflict_do_update(index_elements=["chain_id"], set_={"seq": heads.c.seq + 1})
-        .returning(heads.c.seq, heads.c.hash)
-    )
-    # RETURNING gives the new seq and the hash not yet overwritten: the previous link.
-    seq, prev_hash = session.execute(claim).one()
-    event.seq = int(seq)
-    event.prev_hash = str(prev_hash)
-    event.hash = compute_hash(event.prev_hash, event)
-
+    prefix, suffix = canonical_template(event)
     row = {
-        attribute.columns[0].name: getattr(event, attribute.key)
+        attribute.columns[0].name: _jsonable(getattr(event, attribute.key))
         for attribute in inspect(AuditEvent).column_attrs
-        if attribute.key != "recorded_at"
+        if attribute.key not in {"recorded_at", "seq", "prev_hash", "hash", "chain_id"}
     }
-    append = insert(table_of(AuditEvent)).values(row).cte("appended")
-    advance = (
-        update(heads).where(heads.c.chain_id == chain_id).values(hash=event.hash).add_cte(append)
-    )
-    session.execute(advance)
+    appended = session.execute(
+        _APPEND, {"chain": chain_id, "prefix": prefix, "suffix": suffix, "row": row}
+    ).one()
+    event.seq, event.prev_hash, event.hash = int(appended.seq), appended.prev_hash, appended.hash
     return event
 
 

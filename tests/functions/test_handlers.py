@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,17 @@ import pytest
 from igris.lambda_context import LocalLambdaContext
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
+
+
+@pytest.fixture(autouse=True)
+def main_thread_event_loop() -> Iterator[None]:
+    """Mangum runs the app on the main thread's event loop, as in Lambda; other tests'
+    `asyncio.run` calls leave none set, so give each handler call a fresh one."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield
+    asyncio.set_event_loop(None)
+    loop.close()
 HTTP_FUNCTIONS = ["auth", "orgs", "policies", "audit", "compliance", "proxy"]
 
 
