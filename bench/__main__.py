@@ -9,6 +9,7 @@ BENCHMARKS = {
     "cold_import": "bench.cold_import",
     "auth": "bench.auth",
     "policy_engine": "bench.policy_engine",
+    "backup": "bench.backup",
 }
 
 

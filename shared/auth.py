@@ -154,7 +154,10 @@ def resolve_principal(session: Session, request: Request) -> Principal | None:
     return resolve_session(session, token)
 
 
-GuardKind = Literal["permission", "signed_in", "public"]
+# "inline": the route authenticates and checks `permission` itself, inside transactions it
+# controls (the proxy must not hold one across the upstream call); the dependency only
+# declares the rule so that every route still states exactly one.
+GuardKind = Literal["permission", "signed_in", "public", "inline"]
 
 
 class Guard:
@@ -203,6 +206,17 @@ _GUARDS: dict[Permission, Guard] = {}
 def requires(permission: Permission) -> Callable[..., Any]:
     """Dependency: an authenticated principal in an organization, holding `permission`."""
     return _GUARDS.setdefault(permission, Guard("permission", permission))
+
+
+class InlineGuard(Guard):
+    """The declaration of a route that enforces `permission` itself (see GuardKind). It
+    takes no database session, so none is opened for the request."""
+
+    def __init__(self, permission: Permission) -> None:
+        super().__init__("inline", permission)
+
+    def __call__(self) -> None:  # type: ignore[override]
+        return None
 
 
 signed_in_guard = Guard("signed_in")

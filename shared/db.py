@@ -8,8 +8,8 @@ function's module costs no connection (and no settings) at cold start.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from functools import lru_cache
 from typing import Annotated
 
@@ -81,3 +81,14 @@ def get_session() -> Iterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+Transactions = Callable[[], AbstractContextManager[Session]]
+
+
+def get_transactions() -> Transactions:
+    """FastAPI dependency for routes that run several short transactions of their own (the
+    proxy: decide and commit, forward with no connection held, record the outcome)."""
+    return session_scope
+
+
+TransactionsDep = Annotated[Transactions, Depends(get_transactions)]

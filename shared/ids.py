@@ -33,6 +33,7 @@ PREFIXES: Final[dict[str, str]] = {
     "backup": "bak",
     "rate_limit": "rlc",
     "request": "req",
+    "trace": "trc",
 }
 
 

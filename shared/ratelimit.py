@@ -37,6 +37,7 @@ _ADD = text(
     SELECT b.id, b.bucket, :window_start, 1, :expires_at
     FROM unnest(CAST(:ids AS text[]), CAST(:buckets AS text[])) AS b(id, bucket)
     ON CONFLICT (bucket, window_start) DO UPDATE SET count = rate_limit_counters.count + 1
+    RETURNING bucket, count
     """
 )
 _PRUNE = text("DELETE FROM rate_limit_counters WHERE expires_at < now()")
@@ -99,18 +100,23 @@ def exhausted(
     return None
 
 
-def add(session: Session, buckets: Sequence[str], *, window_seconds: int) -> None:
-    """Count one event in each bucket without a limit (one statement)."""
+def add(
+    session: Session, buckets: Sequence[str], *, window_seconds: int, retain_seconds: int = 0
+) -> dict[str, int]:
+    """Count one event in each bucket without a limit (one statement); returns each bucket's
+    count in the current window. `retain_seconds` keeps ended windows that long (for rolling
+    averages) before `prune` may delete them."""
     window = Window.at(utcnow(), window_seconds)
-    session.execute(
+    rows = session.execute(
         _ADD,
         {
             "ids": [new_id("rate_limit") for _ in buckets],
             "buckets": list(buckets),
             "window_start": window.start,
-            "expires_at": window.end,
+            "expires_at": window.end + timedelta(seconds=retain_seconds),
         },
     )
+    return {str(bucket): int(count) for bucket, count in rows}
 
 
 def prune(session: Session) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import pytest
@@ -32,7 +32,7 @@ os.environ.setdefault("IGRIS_ALLOW_PRIVATE_UPSTREAMS", "1")
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 
 from shared.config import get_settings  # noqa: E402 - after the environment is set
-from shared.db import get_engine, get_session  # noqa: E402
+from shared.db import get_engine, get_session, get_transactions  # noqa: E402
 
 get_settings.cache_clear()
 
@@ -76,8 +76,9 @@ def db(connection: Connection) -> Iterator[Session]:
 
 
 @pytest.fixture
-def client_for(db: Session) -> Iterator[Callable[[FastAPI], TestClient]]:
-    """`client_for(app)`: a TestClient whose requests run in the test's transaction."""
+def route_into_db(db: Session) -> Iterator[Callable[[FastAPI], None]]:
+    """`route_into_db(app)`: the app's requests (and the proxy's own short transactions) run
+    in the test's transaction, so they see its rows and leave nothing behind."""
     overridden: list[FastAPI] = []
 
     def request_session() -> Iterator[Session]:
@@ -89,14 +90,36 @@ def client_for(db: Session) -> Iterator[Callable[[FastAPI], TestClient]]:
             db.rollback()
             raise
 
-    def make(app: FastAPI, **kwargs: Any) -> TestClient:
-        app.dependency_overrides[get_session] = request_session
-        overridden.append(app)
-        return TestClient(app, raise_server_exceptions=False, **kwargs)
+    @contextmanager
+    def transaction() -> Iterator[Session]:
+        db.commit()
+        try:
+            yield db
+            db.commit()
+        except BaseException:
+            db.rollback()
+            raise
 
-    yield make
+    def install(app: FastAPI) -> None:
+        app.dependency_overrides[get_session] = request_session
+        app.dependency_overrides[get_transactions] = lambda: transaction
+        overridden.append(app)
+
+    yield install
     for app in overridden:
         app.dependency_overrides.pop(get_session, None)
+        app.dependency_overrides.pop(get_transactions, None)
+
+
+@pytest.fixture
+def client_for(route_into_db: Callable[[FastAPI], None]) -> Callable[[FastAPI], TestClient]:
+    """`client_for(app)`: a TestClient whose requests run in the test's transaction."""
+
+    def make(app: FastAPI, **kwargs: Any) -> TestClient:
+        route_into_db(app)
+        return TestClient(app, raise_server_exceptions=False, **kwargs)
+
+    return make
 
 
 @pytest.fixture

@@ -45,7 +45,7 @@ class RouteInfo:
 
     def path_with(self, ids: dict[str, str]) -> str:
         """The route's path with the given IDs, and a plausible value for other parameters
-        (integers 1, strings "x"), so that a call reaches the route's own logic."""
+        (integers 1, strings "abc"), so that a call reaches the route's own logic."""
         path = self.route.path
         for param in self.route.dependant.path_params:
             if param.name in ids:
@@ -53,7 +53,7 @@ class RouteInfo:
             elif param.field_info.annotation is int:
                 value = "1"
             else:
-                value = "x"
+                value = "abc"
             path = path.replace("{" + param.name + "}", value)
         return path
 

@@ -5,7 +5,7 @@ New routes are covered as soon as a function's app declares them."""
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,7 +14,6 @@ from fastapi import FastAPI
 from hypothesis import HealthCheck, settings
 from sqlmodel import Session
 
-from shared.db import get_session
 from shared.permissions import Role
 from tests.factories import make_actor
 
@@ -28,24 +27,12 @@ def app_of(function: str) -> FastAPI:
 
 
 @pytest.fixture
-def rolled_back(db: Session) -> Iterator[dict[str, str]]:
-    """Route every function's requests into the test's rolled-back transaction; yields the
-    headers of an organization owner so that the fuzzing reaches past authentication."""
-
-    def request_session() -> Iterator[Session]:
-        db.commit()  # what the test set up is "committed" before the request, as in real life
-        try:
-            yield db
-            db.commit()
-        except BaseException:
-            db.rollback()
-            raise
-
+def rolled_back(db: Session, route_into_db: Callable[[FastAPI], None]) -> dict[str, str]:
+    """Route every function's requests into the test's rolled-back transaction; the headers
+    of an organization owner, so that the fuzzing reaches past authentication."""
     for function in HTTP_FUNCTIONS:
-        app_of(function).dependency_overrides[get_session] = request_session
-    yield make_actor(db, Role.OWNER).headers
-    for function in HTTP_FUNCTIONS:
-        app_of(function).dependency_overrides.pop(get_session, None)
+        route_into_db(app_of(function))
+    return make_actor(db, Role.OWNER).headers
 
 
 def header(response: Any, name: str) -> str:

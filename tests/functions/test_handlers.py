@@ -24,6 +24,8 @@ def main_thread_event_loop() -> Iterator[None]:
     yield
     asyncio.set_event_loop(None)
     loop.close()
+
+
 HTTP_FUNCTIONS = ["auth", "orgs", "policies", "audit", "compliance", "proxy"]
 
 

@@ -1,0 +1,170 @@
+"""The proxy end to end: the official mcp SDK client → Igris → a real mcp SDK upstream."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from mcp.shared.exceptions import MCPError
+from mcp.types import TextContent
+from sqlalchemy import select
+from sqlmodel import col
+
+from functions.policies.kill_switch import resume, suspend
+from functions.proxy.main import app
+from shared.audit import verify_chain
+from shared.db import session_scope
+from shared.models import AgentSession
+from tests.functions.proxy.support import UPSTREAM_SECRET, events, make_tenant, run, sdk_session
+from tests.mcp_upstream import running_upstream, serve_asgi
+
+
+@pytest.fixture(scope="module")
+def proxy(migrated: None) -> Iterator[str]:
+    with serve_asgi(app, lifespan=False) as base:
+        yield base
+
+
+@pytest.fixture
+def upstream() -> Iterator[Any]:
+    with running_upstream(required_header=("authorization", f"Bearer {UPSTREAM_SECRET}")) as up:
+        yield up
+
+
+def text_of(result: Any) -> str:
+    first = result.content[0]
+    assert isinstance(first, TextContent)
+    return str(first.text)
+
+
+def test_the_governed_session(proxy: str, upstream: Any) -> None:
+    tenant = make_tenant(upstream.url)
+    url = f"{proxy}/proxy/{tenant.slug}"
+    headers = {"Authorization": f"Bearer {tenant.key}", "X-Igris-User": "alice@example.com"}
+
+    async def scenario() -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        async with sdk_session(url, headers) as session:
+            listed = await session.list_tools()
+            seen["tools"] = sorted(tool.name for tool in listed.tools)
+            seen["read"] = text_of(await session.call_tool("read_data", {"key": "k1"}))
+            seen["write"] = text_of(
+                await session.call_tool("write_record", {"table": "t", "value": "v"})
+            )
+            with pytest.raises(MCPError) as denied:
+                await session.call_tool("delete_users", {"ids": [1, 2]})
+            seen["denied"] = denied.value.error
+            with pytest.raises(MCPError) as dropped:
+                await session.call_tool("drop_table", {"name": "users"})
+            seen["dropped"] = dropped.value.error
+        return seen
+
+    seen = run(scenario)
+    # Tools the policies deny whatever the arguments are hidden from the list.
+    assert seen["tools"] == ["echo", "fail", "get_patient", "read_data", "slow", "write_record"]
+    assert "k1" in seen["read"]
+    assert seen["denied"].code == -32001
+    assert seen["denied"].data["decision"] == "deny"
+    assert seen["denied"].data["reason"] == "no deletes"
+    assert seen["denied"].data["ruleIndex"] == 0
+    assert seen["denied"].data["policyId"]
+    assert seen["denied"].data["sessionId"].startswith("ags_")
+    assert seen["dropped"].data["ruleIndex"] == 1
+    # The upstream got the server's credential every time and never the caller's key.
+    assert upstream.tool_calls() == [
+        ("read_data", {"key": "k1"}),
+        ("write_record", {"table": "t", "value": "v"}),
+    ]
+    for request in upstream.requests:
+        assert request.headers.get("authorization") == f"Bearer {UPSTREAM_SECRET}"
+        assert tenant.key not in str(request.headers)
+    trail = events(tenant)
+    calls = [(e.operation, e.tool_name, e.action) for e in trail if e.type == "tool_call"]
+    assert calls == [
+        ("tools/call", "read_data", "allow"),
+        ("tools/call.completed", "read_data", "log"),
+        ("tools/call", "write_record", "alert"),
+        ("tools/call.completed", "write_record", "log"),
+        ("tools/call", "delete_users", "deny"),
+        ("tools/call", "drop_table", "deny"),
+    ]
+    anomalies = {e.metadata_["anomalyType"] for e in trail if e.type == "anomaly"}
+    assert anomalies == {"policy_alert"}  # delete_users was denied: never forwarded
+    assert all(e.user_ref == "alice@example.com" for e in trail if e.type == "tool_call")
+    assert len({e.trace_id for e in trail if e.type == "tool_call"}) >= 4
+    with session_scope() as db:
+        result = verify_chain(db, tenant.org_id)
+    assert result.intact
+    assert result.checked == len(trail)
+
+
+def test_the_kill_switch_stops_the_next_call_and_resume_lifts_it(proxy: str, upstream: Any) -> None:
+    tenant = make_tenant(upstream.url)
+    url = f"{proxy}/proxy/{tenant.slug}"
+    headers = {"Authorization": f"Bearer {tenant.key}"}
+
+    async def scenario() -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        async with sdk_session(url, headers) as session:
+            await session.call_tool("echo", {"text": "one"})
+            with session_scope() as db:
+                row = db.scalars(
+                    select(AgentSession).where(col(AgentSession.server_id) == tenant.server_id)
+                ).one()
+                suspend(db, tenant.owner, row.id, reason="looks like exfiltration")
+                seen["session"] = row.id
+            with pytest.raises(MCPError) as stopped:
+                await session.call_tool("echo", {"text": "two"})
+            seen["stopped"] = stopped.value.error
+            with session_scope() as db:
+                resume(db, tenant.owner, seen["session"])
+            seen["after"] = text_of(await session.call_tool("echo", {"text": "three"}))
+        return seen
+
+    seen = run(scenario)
+    assert seen["stopped"].code == -32002
+    assert seen["stopped"].data["sessionId"] == seen["session"]
+    assert seen["after"] == "three"
+    assert [args["text"] for _, args in upstream.tool_calls()] == ["one", "three"]
+    with session_scope() as db:
+        rows = db.scalars(
+            select(AgentSession).where(col(AgentSession.server_id) == tenant.server_id)
+        ).all()
+    assert len(rows) == 1  # the suspended session was not escaped by opening a new one
+    assert rows[0].tool_calls_count == 2  # calls that reached the upstream
+
+
+def test_auth_errors_and_headers(proxy: str, upstream: Any) -> None:
+    tenant = make_tenant(upstream.url)
+    url = f"{proxy}/proxy/{tenant.slug}"
+    ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    assert httpx.post(url, json=ping).status_code == 401
+    bad_key = httpx.post(url, json=ping, headers={"Authorization": "Bearer ig_" + "x" * 32})
+    assert bad_key.status_code == 401
+    auth = {"Authorization": f"Bearer {tenant.key}"}
+    assert httpx.post(f"{proxy}/proxy/no-such-server", json=ping, headers=auth).status_code == 404
+    assert httpx.get(url, headers=auth).status_code == 405
+    bad_meta = httpx.post(url, json=ping, headers={**auth, "X-Igris-Metadata": "[1]"})
+    assert bad_meta.status_code == 400
+    traced = httpx.post(url, json=ping, headers={**auth, "X-Igris-Trace-Id": "trace-123"})
+    assert traced.status_code == 200
+    assert traced.headers["x-igris-trace-id"] == "trace-123"
+    generated = httpx.post(url, json=ping, headers=auth)
+    assert generated.headers["x-igris-trace-id"].startswith("trc_")
+
+
+def test_malformed_bodies_are_refused_and_never_forwarded(proxy: str, upstream: Any) -> None:
+    tenant = make_tenant(upstream.url)
+    url = f"{proxy}/proxy/{tenant.slug}"
+    auth = {"Authorization": f"Bearer {tenant.key}", "Content-Type": "application/json"}
+    parse = httpx.post(url, content=b'{"jsonrpc": "2.0", "id": 1, "method"', headers=auth)
+    assert parse.json()["error"]["code"] == -32700
+    invalid = httpx.post(url, json={"jsonrpc": "1.0", "id": 1, "method": "x"}, headers=auth)
+    assert invalid.json()["error"]["code"] == -32600
+    assert httpx.post(url, json=[], headers=auth).json()["error"]["code"] == -32600
+    assert upstream.requests == []
+    rejected = [e for e in events(tenant) if e.operation == "mcp.invalid_message"]
+    assert len(rejected) == 3
+    assert all(e.metadata_["bodySize"] < 100 for e in rejected)
