@@ -34,8 +34,7 @@ _RECENT = text(
 )
 
 
-def raise_anomaly(
-    session: Session,
+def anomaly_fields(
     *,
     organization_id: str,
     server_id: str,
@@ -48,12 +47,40 @@ def raise_anomaly(
     trace_id: str | None = None,
     reason: str | None = None,
     **metadata: Any,
-) -> AuditEvent | None:
-    """Record the anomaly unless one of the same type fired for this server within the
-    cooldown; returns the event, or None when suppressed."""
+) -> dict[str, Any]:
+    """The audit event of an anomaly (`record_event`/`prepare_event` fields)."""
     if anomaly_type not in ANOMALY_TYPES:
         raise ValueError(f"unknown anomaly type {anomaly_type!r}")
-    session.execute(_LOCK, {"key": f"anomaly:{organization_id}:{server_id}:{anomaly_type}"})
+    return {
+        "organization_id": organization_id,
+        "source": source,
+        "type": "anomaly",
+        "action": "alert",
+        "actor_type": actor_type,
+        "actor_id": actor_id,
+        "operation": f"anomaly.{anomaly_type}",
+        "server_id": server_id,
+        "session_id": session_id,
+        "tool_name": tool_name,
+        "trace_id": trace_id,
+        "reason": reason,
+        "metadata": {"anomalyType": anomaly_type, **metadata},
+    }
+
+
+def cooldown_key(organization_id: str, server_id: str, anomaly_type: str) -> str:
+    """The advisory-lock key serializing one (organization, server, type) cooldown (the
+    proxy's decision function in migration 0005 builds the same key)."""
+    return f"anomaly:{organization_id}:{server_id}:{anomaly_type}"
+
+
+def raise_anomaly(session: Session, **fields: Any) -> AuditEvent | None:
+    """Record the anomaly unless one of the same type fired for this server within the
+    cooldown; returns the event, or None when suppressed. Takes `anomaly_fields`' keywords."""
+    event = anomaly_fields(**fields)
+    organization_id, server_id = event["organization_id"], event["server_id"]
+    anomaly_type = event["metadata"]["anomalyType"]
+    session.execute(_LOCK, {"key": cooldown_key(organization_id, server_id, anomaly_type)})
     recent = session.execute(
         _RECENT,
         {
@@ -65,19 +92,4 @@ def raise_anomaly(
     ).first()
     if recent is not None:
         return None
-    return record_event(
-        session,
-        organization_id=organization_id,
-        source=source,
-        type="anomaly",
-        action="alert",
-        actor_type=actor_type,
-        actor_id=actor_id,
-        operation=f"anomaly.{anomaly_type}",
-        server_id=server_id,
-        session_id=session_id,
-        tool_name=tool_name,
-        trace_id=trace_id,
-        reason=reason,
-        metadata={"anomalyType": anomaly_type, **metadata},
-    )
+    return record_event(session, **event)

@@ -139,8 +139,31 @@ def compute_hash(prev_hash: str, event: AuditEvent) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
-def record_event(
-    session: Session,
+@dataclass(frozen=True)
+class PreparedEvent:
+    """An event ready to be appended by `igris_append_event`: its chain, its canonical JSON
+    around the seq placeholder, and its column values. The proxy's one-statement decision
+    sends several of these and the database appends the one that applies."""
+
+    event: AuditEvent
+    prefix: str
+    suffix: str
+    row: dict[str, Any]
+
+    @property
+    def chain_id(self) -> str:
+        return self.event.chain_id
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "chain": self.chain_id,
+            "prefix": self.prefix,
+            "suffix": self.suffix,
+            "row": self.row,
+        }
+
+
+def prepare_event(
     *,
     organization_id: str | None,
     source: str,
@@ -163,12 +186,8 @@ def record_event(
     external_id: str | None = None,
     metadata: Mapping[str, Any] | None = None,
     occurred_at: datetime | None = None,
-) -> AuditEvent:
-    """Append one event to its organization's chain, in the caller's transaction.
-
-    `organization_id=None` writes to the system chain (backups and other events that
-    belong to no organization). Returns the event as stored.
-    """
+) -> PreparedEvent:
+    """Build an event (id and time made here) without writing it."""
     chain_id = organization_id or SYSTEM_CHAIN
     moment = (occurred_at or utcnow()).astimezone(UTC)
     event = AuditEvent(
@@ -199,16 +218,23 @@ def record_event(
         prev_hash="",
         hash="",
     )
-
     prefix, suffix = canonical_template(event)
     row = {
         attribute.columns[0].name: _jsonable(getattr(event, attribute.key))
         for attribute in inspect(AuditEvent).column_attrs
         if attribute.key not in {"recorded_at", "seq", "prev_hash", "hash", "chain_id"}
     }
-    appended = session.execute(
-        _APPEND, {"chain": chain_id, "prefix": prefix, "suffix": suffix, "row": row}
-    ).one()
+    return PreparedEvent(event=event, prefix=prefix, suffix=suffix, row=row)
+
+
+def record_event(session: Session, **fields: Any) -> AuditEvent:
+    """Append one event to its organization's chain, in the caller's transaction (one
+    statement). Takes `prepare_event`'s fields; `organization_id=None` writes to the system
+    chain (backups and other events that belong to no organization). Returns the event as
+    stored."""
+    prepared = prepare_event(**fields)
+    appended = session.execute(_APPEND, prepared.as_json()).one()
+    event = prepared.event
     event.seq, event.prev_hash, event.hash = int(appended.seq), appended.prev_hash, appended.hash
     return event
 

@@ -27,7 +27,7 @@ from sqlmodel import Session
 from functions.proxy import jsonrpc, repository
 from functions.proxy.jsonrpc import JsonObject
 from shared import ratelimit
-from shared.anomalies import raise_anomaly
+from shared.anomalies import anomaly_fields, raise_anomaly
 from shared.audit import record_event
 from shared.auth import Principal, resolve_principal
 from shared.config import get_settings
@@ -277,6 +277,103 @@ def _arguments_record(
     return record
 
 
+def call_event(
+    caller: Caller,
+    target: Target,
+    session_id: str,
+    *,
+    tool: str,
+    arguments: Mapping[str, Any],
+    decision: Decision | None,
+    action: str,
+    outcome: str,
+    reason: str | None,
+    code: int | None = None,
+    approval_id: str | None = None,
+    retry_after: int | None = None,
+    ai_systems: list[str] | None = None,
+) -> dict[str, Any]:
+    """The decision event of one tools/call (forwarded or refused), as `record_event` and
+    `prepare_event` take it: the slow and the fast path write the same event."""
+    metadata: dict[str, Any] = {
+        **_arguments_record(target, arguments, decision),
+        "userMetadata": caller.metadata,
+    }
+    if code is not None:
+        metadata["jsonrpcCode"] = code
+    if approval_id is not None:
+        metadata["approvalId"] = approval_id
+    if retry_after is not None:
+        metadata["retryAfter"] = retry_after
+    if ai_systems:
+        metadata["aiSystemIds"] = ai_systems
+    return {
+        "organization_id": target.organization_id,
+        "source": "proxy",
+        "type": "tool_call",
+        "action": action,
+        "operation": "tools/call",
+        "tool_name": tool,
+        "server_id": target.id,
+        "session_id": session_id,
+        "actor_type": caller.principal_type,
+        "actor_id": caller.principal_id,
+        "user_ref": caller.user_ref,
+        "trace_id": caller.trace_id,
+        "policy_id": decision.policy_id if decision else None,
+        "policy_version": decision.policy_version if decision else None,
+        "rule_index": decision.rule_index if decision else None,
+        "reason": reason,
+        "outcome": outcome,
+        "metadata": metadata,
+    }
+
+
+def anomaly_event(
+    kind: str,
+    caller: Caller,
+    target: Target,
+    *,
+    session_id: str | None = None,
+    tool: str | None = None,
+    decision: Decision | None = None,
+) -> dict[str, Any]:
+    """The anomaly events the proxy raises (static content, so that the one-statement
+    decision can carry them prepared in advance)."""
+    extra: dict[str, Any] = {}
+    reason: str | None
+    if kind == "rate_spike":
+        reason = f"call rate above {target.anomaly_multiplier:g}x the 15-minute average"
+        extra = {"multiplier": target.anomaly_multiplier}
+    elif kind == "denied_burst":
+        reason = f"{DENIED_BURST} or more refusals for one principal within a minute"
+        extra = {"principalId": caller.principal_id}
+    elif kind == "policy_alert":
+        reason = decision.reason if decision else None
+        extra = {
+            "policyId": decision.policy_id if decision else None,
+            "ruleIndex": decision.rule_index if decision else None,
+        }
+    else:
+        reason = f"destructive tool name {tool}"
+    return anomaly_fields(
+        organization_id=target.organization_id,
+        server_id=target.id,
+        anomaly_type=kind,
+        actor_type=caller.principal_type,
+        actor_id=caller.principal_id,
+        session_id=session_id,
+        tool_name=tool,
+        trace_id=caller.trace_id,
+        reason=reason,
+        **extra,
+    )
+
+
+def is_destructive(tool: str) -> bool:
+    return any(glob_match(pattern, tool) for pattern in DESTRUCTIVE)
+
+
 def _count_and_detect(
     session: Session, caller: Caller, target: Target, tool: str, refused: bool
 ) -> None:
@@ -301,34 +398,53 @@ def _count_and_detect(
             window.start - timedelta(seconds=SPIKE_WINDOW * SPIKE_HISTORY),
             window.start,
         )
-        average = sum(history) / SPIKE_HISTORY
-        if current > average * target.anomaly_multiplier:
-            raise_anomaly(
-                session,
-                organization_id=target.organization_id,
-                server_id=target.id,
-                anomaly_type="rate_spike",
-                actor_type=caller.principal_type,
-                actor_id=caller.principal_id,
-                trace_id=caller.trace_id,
-                reason=f"{current} calls this minute against a 15-minute average of {average:.1f}",
-                callsThisMinute=current,
-                average=round(average, 2),
-                multiplier=target.anomaly_multiplier,
-            )
+        if current > sum(history) / SPIKE_HISTORY * target.anomaly_multiplier:
+            raise_anomaly(session, **_fields_of(anomaly_event("rate_spike", caller, target)))
     if refused and counts.get(principal_bucket, 0) >= DENIED_BURST:
         raise_anomaly(
-            session,
-            organization_id=target.organization_id,
-            server_id=target.id,
-            anomaly_type="denied_burst",
-            actor_type=caller.principal_type,
-            actor_id=caller.principal_id,
-            trace_id=caller.trace_id,
-            tool_name=tool,
-            reason=f"{counts[principal_bucket]} refusals for one principal this minute",
-            principalId=caller.principal_id,
+            session, **_fields_of(anomaly_event("denied_burst", caller, target, tool=tool))
         )
+
+
+def _fields_of(event: dict[str, Any]) -> dict[str, Any]:
+    """`anomaly_fields` output back into `raise_anomaly`'s keywords."""
+    metadata = dict(event["metadata"])
+    kind = metadata.pop("anomalyType")
+    return {
+        "organization_id": event["organization_id"],
+        "server_id": event["server_id"],
+        "anomaly_type": kind,
+        "actor_type": event["actor_type"],
+        "actor_id": event["actor_id"],
+        "session_id": event["session_id"],
+        "tool_name": event["tool_name"],
+        "trace_id": event["trace_id"],
+        "reason": event["reason"],
+        **metadata,
+    }
+
+
+def refusal_of(
+    message: JsonObject,
+    *,
+    code: int,
+    reason: str,
+    session_id: str,
+    decision: Decision | None,
+    retry_after: int | None = None,
+    approval_id: str | None = None,
+) -> JsonObject:
+    data: JsonObject = {
+        "decision": "require_approval" if code == jsonrpc.APPROVAL_REQUIRED else "deny",
+        "reason": reason,
+        "policyId": decision.policy_id if decision else None,
+        "policyVersion": decision.policy_version if decision else None,
+        "ruleIndex": decision.rule_index if decision else None,
+        "sessionId": session_id,
+        "retryAfter": retry_after,
+        "approvalId": approval_id,
+    }
+    return jsonrpc.refusal(message.get("id"), code, data)
 
 
 def _refuse(
@@ -349,45 +465,35 @@ def _refuse(
 ) -> CallDecision:
     record_event(
         session,
-        organization_id=target.organization_id,
-        source="proxy",
-        type="tool_call",
-        action=action,
-        operation="tools/call",
-        tool_name=tool,
-        server_id=target.id,
-        session_id=row.id,
-        actor_type=caller.principal_type,
-        actor_id=caller.principal_id,
-        user_ref=caller.user_ref,
-        trace_id=caller.trace_id,
-        policy_id=decision.policy_id if decision else None,
-        policy_version=decision.policy_version if decision else None,
-        rule_index=decision.rule_index if decision else None,
-        reason=reason,
-        outcome="refused",
-        metadata={
-            **_arguments_record(target, arguments, decision),
-            "jsonrpcCode": code,
-            "approvalId": approval_id,
-            "retryAfter": retry_after,
-            "userMetadata": caller.metadata,
-        },
+        **call_event(
+            caller,
+            target,
+            row.id,
+            tool=tool,
+            arguments=arguments,
+            decision=decision,
+            action=action,
+            outcome="refused",
+            reason=reason,
+            code=code,
+            approval_id=approval_id,
+            retry_after=retry_after,
+        ),
     )
+    row.last_activity_at = utcnow()
+    repository.add(session, row)
     _count_and_detect(session, caller, target, tool, refused=True)
-    data: JsonObject = {
-        "decision": "require_approval" if code == jsonrpc.APPROVAL_REQUIRED else "deny",
-        "reason": reason,
-        "policyId": decision.policy_id if decision else None,
-        "policyVersion": decision.policy_version if decision else None,
-        "ruleIndex": decision.rule_index if decision else None,
-        "sessionId": row.id,
-        "retryAfter": retry_after,
-        "approvalId": approval_id,
-    }
     return CallDecision(
         forward=False,
-        refusal=jsonrpc.refusal(message.get("id"), code, data),
+        refusal=refusal_of(
+            message,
+            code=code,
+            reason=reason,
+            session_id=row.id,
+            decision=decision,
+            retry_after=retry_after,
+            approval_id=approval_id,
+        ),
         decision=decision,
         agent_session_id=row.id,
         tool=tool,
@@ -574,29 +680,19 @@ def decide_call(  # noqa: PLR0911 - each stage of the pipeline may refuse
     ai_systems = repository.ai_systems_for_server(session, target.organization_id, target.id)
     record_event(
         session,
-        organization_id=target.organization_id,
-        source="proxy",
-        type="tool_call",
-        action=decision.decision,
-        operation="tools/call",
-        tool_name=tool,
-        server_id=target.id,
-        session_id=row.id,
-        actor_type=caller.principal_type,
-        actor_id=caller.principal_id,
-        user_ref=caller.user_ref,
-        trace_id=caller.trace_id,
-        policy_id=decision.policy_id,
-        policy_version=decision.policy_version,
-        rule_index=decision.rule_index,
-        reason=decision.reason,
-        outcome="forwarded",
-        metadata={
-            **_arguments_record(target, arguments, decision),
-            "approvalId": approval_id,
-            "aiSystemIds": ai_systems,
-            "userMetadata": caller.metadata,
-        },
+        **call_event(
+            caller,
+            target,
+            row.id,
+            tool=tool,
+            arguments=arguments,
+            decision=decision,
+            action=decision.decision,
+            outcome="forwarded",
+            reason=decision.reason,
+            approval_id=approval_id,
+            ai_systems=ai_systems,
+        ),
     )
     row.tool_calls_count += 1
     row.last_activity_at = utcnow()
@@ -604,30 +700,18 @@ def decide_call(  # noqa: PLR0911 - each stage of the pipeline may refuse
     if decision.alert:
         raise_anomaly(
             session,
-            organization_id=target.organization_id,
-            server_id=target.id,
-            anomaly_type="policy_alert",
-            actor_type=caller.principal_type,
-            actor_id=caller.principal_id,
-            session_id=row.id,
-            tool_name=tool,
-            trace_id=caller.trace_id,
-            reason=decision.reason,
-            policyId=decision.policy_id,
-            ruleIndex=decision.rule_index,
+            **_fields_of(
+                anomaly_event(
+                    "policy_alert", caller, target, session_id=row.id, tool=tool, decision=decision
+                )
+            ),
         )
-    if any(glob_match(pattern, tool) for pattern in DESTRUCTIVE):
+    if is_destructive(tool):
         raise_anomaly(
             session,
-            organization_id=target.organization_id,
-            server_id=target.id,
-            anomaly_type="destructive_pattern",
-            actor_type=caller.principal_type,
-            actor_id=caller.principal_id,
-            session_id=row.id,
-            tool_name=tool,
-            trace_id=caller.trace_id,
-            reason=f"destructive tool name {tool}",
+            **_fields_of(
+                anomaly_event("destructive_pattern", caller, target, session_id=row.id, tool=tool)
+            ),
         )
     _count_and_detect(session, caller, target, tool, refused=False)
     return CallDecision(
