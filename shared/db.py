@@ -8,10 +8,12 @@ function's module costs no connection (and no settings) at cold start.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from functools import lru_cache
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends
 from sqlalchemy import Engine, create_engine
@@ -19,6 +21,9 @@ from sqlalchemy.engine import URL, make_url
 from sqlmodel import Session
 
 from shared.config import get_settings
+
+if TYPE_CHECKING:  # psycopg is imported on first use: it is not needed to import a function
+    import psycopg
 
 
 def sqlalchemy_url(url: str) -> URL:
@@ -92,3 +97,37 @@ def get_transactions() -> Transactions:
 
 
 TransactionsDep = Annotated[Transactions, Depends(get_transactions)]
+
+
+_local = threading.local()
+
+
+def autocommit_connection() -> psycopg.Connection[Any]:
+    """This thread's autocommit psycopg connection on the pooled URL, for the proxy's hot path:
+    each statement is its own transaction (one round trip, no BEGIN/COMMIT), no server-side
+    prepared statements, and no per-checkout ping (a dead connection surfaces as an
+    OperationalError, which the caller answers by `reset_autocommit_connection` and one
+    idempotent retry)."""
+    connection: psycopg.Connection[Any] | None = getattr(_local, "connection", None)
+    if connection is None or connection.closed:
+        import psycopg
+
+        settings = get_settings()
+        url = sqlalchemy_url(settings.pooled_url()).set(drivername="postgresql")
+        connection = psycopg.connect(
+            url.render_as_string(hide_password=False),
+            autocommit=True,
+            prepare_threshold=None,
+            connect_timeout=settings.db_connect_timeout_seconds,
+            application_name="igris-proxy",
+        )
+        _local.connection = connection
+    return connection
+
+
+def reset_autocommit_connection() -> None:
+    connection: psycopg.Connection[Any] | None = getattr(_local, "connection", None)
+    _local.connection = None
+    if connection is not None:
+        with contextlib.suppress(Exception):
+            connection.close()

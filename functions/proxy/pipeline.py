@@ -16,7 +16,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, Final
 
@@ -35,6 +35,7 @@ from shared.errors import AppError, Forbidden, NotFound, Unauthorized
 from shared.governance.engine import (
     CallContext,
     Decision,
+    PolicySnapshot,
     canonical_arguments_digest,
     denied_regardless_of_arguments,
     evaluate,
@@ -112,6 +113,7 @@ class Target:
     data_classes: tuple[str, ...]
     anomaly_multiplier: float
     log_arguments: bool
+    version: datetime
 
 
 @dataclass
@@ -178,6 +180,7 @@ def resolve_target(session: Session, organization_id: str, slug: str) -> Target:
         data_classes=tuple(server.data_classes),
         anomaly_multiplier=server.anomaly_multiplier,
         log_arguments=server.log_arguments,
+        version=server.updated_at,
     )
 
 
@@ -259,6 +262,9 @@ class CallDecision:
     tool: str
     arguments: dict[str, Any]
     approval_id: str | None = None
+    # What the decision read, for the warm path to reuse (see functions/proxy/fast.py).
+    snapshots: tuple[PolicySnapshot, ...] = ()
+    ai_systems: tuple[str, ...] = ()
 
 
 def _arguments_record(
@@ -502,10 +508,11 @@ def _refuse(
     )
 
 
-def _rate_bucket(decision: Decision, caller: Caller, target: Target, row: AgentSession) -> str:
+def rate_bucket_key(decision: Decision, caller: Caller, target: Target, session_id: str) -> str:
+    """The counter a rule's rate limit uses: per agent session, principal or server."""
     assert decision.rate_limit is not None
     per = decision.rate_limit.per
-    subject = {"session": row.id, "principal": caller.principal_id, "server": target.id}[per]
+    subject = {"session": session_id, "principal": caller.principal_id, "server": target.id}[per]
     return (
         f"rule:{decision.policy_id}:{decision.policy_version}:{decision.rule_index}:{per}:{subject}"
     )
@@ -618,7 +625,7 @@ def decide_call(  # noqa: PLR0911 - each stage of the pipeline may refuse
         limit = decision.rate_limit
         hit = ratelimit.hit(
             session,
-            _rate_bucket(decision, caller, target, row),
+            rate_bucket_key(decision, caller, target, row.id),
             limit=limit.max,
             window_seconds=limit.window_seconds,
         )
@@ -722,7 +729,44 @@ def decide_call(  # noqa: PLR0911 - each stage of the pipeline may refuse
         approval_id=approval_id,
         tool=tool,
         arguments=arguments,
+        snapshots=tuple(snapshots),
+        ai_systems=tuple(ai_systems),
     )
+
+
+def outcome_event(
+    caller: Caller,
+    target: Target,
+    session_id: str,
+    *,
+    tool: str,
+    decision: Decision | None,
+    outcome: str,
+    latency_ms: int,
+    result_size: int | None,
+    error: str | None,
+) -> dict[str, Any]:
+    """The event recording how a forwarded call ended (both paths write this one)."""
+    return {
+        "organization_id": target.organization_id,
+        "source": "proxy",
+        "type": "tool_call",
+        "action": "log",
+        "operation": "tools/call.completed",
+        "tool_name": tool,
+        "server_id": target.id,
+        "session_id": session_id,
+        "actor_type": caller.principal_type,
+        "actor_id": caller.principal_id,
+        "user_ref": caller.user_ref,
+        "trace_id": caller.trace_id,
+        "policy_id": decision.policy_id if decision else None,
+        "policy_version": decision.policy_version if decision else None,
+        "latency_ms": latency_ms,
+        "outcome": outcome,
+        "reason": error,
+        "metadata": {"resultSize": result_size},
+    }
 
 
 def record_outcome(
@@ -739,24 +783,17 @@ def record_outcome(
 ) -> None:
     record_event(
         session,
-        organization_id=target.organization_id,
-        source="proxy",
-        type="tool_call",
-        action="log",
-        operation="tools/call.completed",
-        tool_name=call.tool,
-        server_id=target.id,
-        session_id=call.agent_session_id,
-        actor_type=caller.principal_type,
-        actor_id=caller.principal_id,
-        user_ref=caller.user_ref,
-        trace_id=caller.trace_id,
-        policy_id=call.decision.policy_id if call.decision else None,
-        policy_version=call.decision.policy_version if call.decision else None,
-        latency_ms=latency_ms,
-        outcome=outcome,
-        reason=error,
-        metadata={"resultSize": result_size},
+        **outcome_event(
+            caller,
+            target,
+            call.agent_session_id,
+            tool=call.tool,
+            decision=call.decision,
+            outcome=outcome,
+            latency_ms=latency_ms,
+            result_size=result_size,
+            error=error,
+        ),
     )
     if upstream_session_id is not None:
         row = session.get(AgentSession, call.agent_session_id)

@@ -8,35 +8,38 @@ inline guard) so that no transaction stays open across the upstream call.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from functions.proxy import jsonrpc, pipeline
+from functions.proxy import fast, jsonrpc, pipeline
 from functions.proxy.jsonrpc import JsonObject
-from shared.auth import InlineGuard
-from shared.db import Transactions, TransactionsDep
+from shared.auth import InlineGuard, Principal, presented_token
+from shared.db import Transactions, TransactionsDep, session_scope
 from shared.errors import MethodNotAllowed
 from shared.logs import logger
 from shared.mcp_client import UpstreamError, UpstreamTimeout
 from shared.permissions import Permission
+from shared.security import token_digest
 
 router = APIRouter(tags=["proxy"])
 Slug = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{2,63}$", description="Server slug")]
 Governed = Depends(InlineGuard(Permission.PROXY_CALL))
 
 
-def _caller(request: Request, principal: Any) -> pipeline.Caller:
+def _caller(request: Request, principal: Principal, trace_id: str) -> pipeline.Caller:
     headers = request.headers
+    assert principal.organization_id is not None
+    assert principal.role is not None
     return pipeline.Caller(
         principal=principal,
         organization_id=principal.organization_id,
         role=principal.role.value,
         user_ref=(headers.get("x-igris-user") or None),
         metadata=pipeline.parse_metadata(headers.get("x-igris-metadata")),
-        trace_id=pipeline.trace_id_of(headers.get("x-igris-trace-id")),
+        trace_id=trace_id,
         upstream_session_id=headers.get("mcp-session-id"),
         protocol_version=headers.get("mcp-protocol-version"),
     )
@@ -44,20 +47,53 @@ def _caller(request: Request, principal: Any) -> pipeline.Caller:
 
 class ProxyRequest:
     """One POST/DELETE to the proxy: who calls which server, and the transactions it runs
-    (each short; none spans an upstream call)."""
+    (each short; none spans an upstream call).
+
+    A single tools/call whose caller and server were seen before takes the warm path
+    (functions/proxy/fast.py: two statements in all); everything else authenticates here
+    (`authenticate`) and takes the slow path, which also warms the cache for the next call.
+    """
 
     def __init__(self, request: Request, slug: str, transactions: Transactions) -> None:
         pipeline.parse_metadata(request.headers.get("x-igris-metadata"))  # 400 before any work
+        self.request = request
+        self.slug = slug
         self.transactions = transactions
-        with transactions() as session:
-            principal = pipeline.authenticate(session, request)
-            self.target = pipeline.resolve_target(session, str(principal.organization_id), slug)
-        self.caller = _caller(request, principal)
-        self.result = pipeline.Result(upstream_session_id=self.caller.upstream_session_id)
+        self.trace_id = pipeline.trace_id_of(request.headers.get("x-igris-trace-id"))
+        token = presented_token(request)
+        self.credential = token_digest(token) if token else None
+        # The warm path talks to the database directly; a caller that injects its own
+        # transactions (the tests' rolled-back one) always gets the slow path.
+        self.warm_allowed = transactions is session_scope and self.credential is not None
+        self.result = pipeline.Result(upstream_session_id=request.headers.get("mcp-session-id"))
+        self._caller: pipeline.Caller | None = None
+        self._target: pipeline.Target | None = None
+
+    def authenticate(self) -> None:
+        if self._caller is not None:
+            return
+        with self.transactions() as session:
+            principal = pipeline.authenticate(session, self.request)
+            self._target = pipeline.resolve_target(
+                session, str(principal.organization_id), self.slug
+            )
+        self._caller = _caller(self.request, principal, self.trace_id)
+
+    @property
+    def caller(self) -> pipeline.Caller:
+        self.authenticate()
+        assert self._caller is not None
+        return self._caller
+
+    @property
+    def target(self) -> pipeline.Target:
+        self.authenticate()
+        assert self._target is not None
+        return self._target
 
     @property
     def headers(self) -> dict[str, str]:
-        headers = {"X-Igris-Trace-Id": self.caller.trace_id}
+        headers = {"X-Igris-Trace-Id": self.trace_id}
         if self.result.upstream_session_id:
             headers["Mcp-Session-Id"] = self.result.upstream_session_id
         return headers
@@ -71,6 +107,7 @@ class ProxyRequest:
             return call
         if not call.forward:
             return call.refusal
+        self.warm_up(call)
         started = pipeline.now_ms()
         try:
             reply = pipeline.forward(self.caller, self.target, message)
@@ -99,6 +136,104 @@ class ProxyRequest:
             session_id=reply.session_id,
         )
         return answer
+
+    def warm_up(self, call: pipeline.CallDecision) -> None:
+        """Keep what this decision read for the next call's warm path."""
+        if not self.warm_allowed or self.credential is None or call.decision is None:
+            return
+        caller, target = self.caller, self.target
+        fast.remember(
+            self.credential,
+            self.slug,
+            fast.Warm(
+                principal=caller.principal,
+                role=caller.role,
+                target=target,
+                server_version=target.version,
+                snapshots=call.snapshots,
+                policies=fast.policies_fingerprint(call.snapshots),
+                ai_systems=call.ai_systems,
+                agent_session_id=call.agent_session_id,
+            ),
+        )
+
+    def warm_call(self, message: JsonObject) -> JsonObject | None:
+        """The warm path of one tools/call; None when it cannot decide (go slow)."""
+        warm = (
+            fast.lookup(self.credential, self.slug)
+            if self.warm_allowed and self.credential
+            else None
+        )
+        if warm is None or self.credential is None:
+            return None
+        caller = _caller(self.request, warm.principal, self.trace_id)
+        call = fast.decide(warm, caller, message)
+        if isinstance(call, str):
+            fast.forget(self.credential, self.slug)
+            return None
+        if isinstance(call, dict):
+            return call
+        if not call.forward:
+            return call.refusal
+        started = pipeline.now_ms()
+        try:
+            reply = pipeline.forward(caller, warm.target, message)
+        except UpstreamError as exc:
+            self.record_fast_outcome(
+                caller,
+                warm,
+                call,
+                outcome="timeout" if isinstance(exc, UpstreamTimeout) else "error",
+                started=started,
+                size=None,
+                error=exc.message,
+                session_id=None,
+            )
+            return pipeline.upstream_failure(message, call.agent_session_id, exc)
+        answer = pipeline.answer_of(reply, message)
+        assert answer is not None
+        answer = pipeline.redact_result(answer, call.decision)
+        failed = "error" in answer or bool((answer.get("result") or {}).get("isError"))
+        self.result.upstream_session_id = reply.session_id or self.result.upstream_session_id
+        self.record_fast_outcome(
+            caller,
+            warm,
+            call,
+            outcome="error" if failed else "ok",
+            started=started,
+            size=reply.raw_size,
+            error=None,
+            session_id=reply.session_id,
+        )
+        return answer
+
+    def record_fast_outcome(
+        self,
+        caller: pipeline.Caller,
+        warm: fast.Warm,
+        call: fast.FastCall,
+        *,
+        outcome: str,
+        started: float,
+        size: int | None,
+        error: str | None,
+        session_id: str | None,
+    ) -> None:
+        try:
+            fast.record_outcome(
+                caller,
+                warm,
+                call,
+                outcome=outcome,
+                latency_ms=round(pipeline.now_ms() - started),
+                result_size=size,
+                error=error,
+                upstream_session_id=session_id,
+            )
+        except Exception:
+            logger.exception(
+                "could not record a tool call's outcome", extra={"trace": self.trace_id}
+            )
 
     def record_outcome(
         self,
@@ -179,6 +314,14 @@ class ProxyRequest:
             return JSONResponse(
                 jsonrpc.error(None, exc.code, str(exc)), status_code=400, headers=self.headers
             )
+        if (
+            not incoming.batch
+            and incoming.messages[0].get("method") == "tools/call"
+            and jsonrpc.is_request(incoming.messages[0])
+        ):
+            warm_answer = self.warm_call(incoming.messages[0])
+            if warm_answer is not None:
+                return JSONResponse(warm_answer, headers=self.headers)
         answers = []
         for message in incoming.messages:
             if message.get("method") == "tools/call" and jsonrpc.is_request(message):

@@ -168,3 +168,46 @@ def test_malformed_bodies_are_refused_and_never_forwarded(proxy: str, upstream: 
     rejected = [e for e in events(tenant) if e.operation == "mcp.invalid_message"]
     assert len(rejected) == 3
     assert all(e.metadata_["bodySize"] < 100 for e in rejected)
+
+
+def test_the_warm_path_decides_in_one_statement_and_revocation_is_immediate(
+    proxy: str,
+) -> None:
+    with running_upstream(stateless=True) as upstream:
+        warm_path_scenario(proxy, upstream)
+
+
+def warm_path_scenario(proxy: str, upstream: Any) -> None:
+    from sqlalchemy import update
+
+    from functions.proxy import fast
+    from shared.models import ApiKey
+    from shared.models.base import utcnow
+    from shared.security import token_digest
+
+    tenant = make_tenant(upstream.url)
+    url = f"{proxy}/proxy/{tenant.slug}"
+    headers = {"Authorization": f"Bearer {tenant.key}"}
+    call = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"text": "hi"}},
+    }
+    with httpx.Client(headers=headers) as client:
+        assert client.post(url, json=call).json()["result"]["content"][0]["text"] == "hi"
+        assert fast.lookup(token_digest(tenant.key), tenant.slug) is not None  # warmed up
+        assert client.post(url, json=call).json()["result"]["content"][0]["text"] == "hi"
+        with session_scope() as db:
+            db.execute(
+                update(ApiKey).where(col(ApiKey.id) == tenant.key_id).values(revoked_at=utcnow())
+            )
+        revoked = client.post(url, json=call)
+    assert revoked.status_code == 401
+    assert len(upstream.tool_calls()) == 2
+    assert fast.lookup(token_digest(tenant.key), tenant.slug) is None
+    trail = events(tenant)
+    decisions = [e for e in trail if e.operation == "tools/call"]
+    assert len(decisions) == 2
+    with session_scope() as db:
+        assert verify_chain(db, tenant.org_id).intact
