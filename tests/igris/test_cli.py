@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -196,3 +197,33 @@ def test_invoke_says_which_placeholder_is_missing() -> None:
     )
     assert result.returncode != 0
     assert "IGRIS_API_KEY" in result.stderr
+
+
+def invoke_body(function: str, event: str, env: dict[str, str]) -> tuple[int, Any]:
+    output = json.loads(igris("invoke", function, str(EVENTS / event), env=env))
+    return int(output["statusCode"]), json.loads(output["body"])
+
+
+def test_identity_flows_through_the_handlers_with_sample_events() -> None:
+    from tests.factories import unique
+
+    env = {
+        **os.environ,
+        "IGRIS_EMAIL": f"{unique('ada-')}@example.com",
+        "IGRIS_ORG_SLUG": unique("acme-"),
+    }
+    status, body = invoke_body("auth", "auth-sign-up.json", env)
+    assert status == 200, body
+    status, body = invoke_body("auth", "auth-sign-in.json", env)
+    assert status == 200, body
+    env["IGRIS_SESSION_TOKEN"] = body["token"]
+    status, body = invoke_body("auth", "auth-get-session.json", env)
+    assert body["user"]["email"] == env["IGRIS_EMAIL"]
+    status, body = invoke_body("orgs", "orgs-create.json", env)
+    assert status == 200, body
+    assert body["slug"] == env["IGRIS_ORG_SLUG"]
+    status, body = invoke_body("orgs", "orgs-list-members.json", env)
+    assert [m["role"] for m in body["members"]] == ["owner"]
+    status, body = invoke_body("auth", "auth-create-api-key.json", env)
+    assert status == 201, body
+    assert body["data"]["key"].startswith("ig_")
