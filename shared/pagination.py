@@ -10,9 +10,11 @@ import base64
 import binascii
 import json
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any, TypeVar
+from datetime import datetime
+from typing import Annotated, Any, TypeVar, TypeVarTuple
 
 from fastapi import Query
+from sqlalchemy import Select, and_, or_
 
 from shared.errors import Unprocessable
 
@@ -20,6 +22,7 @@ DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 
 T = TypeVar("T")
+_Ts = TypeVarTuple("_Ts")
 
 LimitQuery = Annotated[
     int, Query(ge=1, le=MAX_LIMIT, description=f"Page size (default {DEFAULT_LIMIT}, max 200)")
@@ -60,3 +63,20 @@ def page(
     items = list(rows[:limit])
     next_cursor = encode_cursor(key(items[-1])) if len(rows) > limit and items else None
     return items, next_cursor
+
+
+def newest_first(
+    query: Select[*_Ts],
+    time_column: Any,
+    id_column: Any,
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> Select[*_Ts]:
+    """Order newest first by (time, id), continue after the cursor's key, and fetch
+    `limit + 1` rows so that `page` can tell whether another page exists."""
+    if after is not None:
+        moment, row_id = after
+        query = query.where(
+            or_(time_column < moment, and_(time_column == moment, id_column < row_id))
+        )
+    return query.order_by(time_column.desc(), id_column.desc()).limit(limit + 1)

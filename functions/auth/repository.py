@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy import delete, func, select
 from sqlmodel import Session, col
 
 from shared.models import Account, ApiKey, Member, User, Verification
 from shared.models import Session as UserSession
+from shared.pagination import newest_first
 
 
 def add(session: Session, row: Any) -> None:
@@ -37,15 +38,7 @@ def list_api_keys(
     query = select(ApiKey).where(col(ApiKey.organization_id) == organization_id)
     if created_by is not None:
         query = query.where(col(ApiKey.created_by) == created_by)
-    if after is not None:
-        created_at, key_id = after
-        query = query.where(
-            or_(
-                col(ApiKey.created_at) < created_at,
-                and_(col(ApiKey.created_at) == created_at, col(ApiKey.id) < key_id),
-            )
-        )
-    query = query.order_by(col(ApiKey.created_at).desc(), col(ApiKey.id).desc()).limit(limit + 1)
+    query = newest_first(query, col(ApiKey.created_at), col(ApiKey.id), after, limit)
     return list(session.scalars(query))
 
 

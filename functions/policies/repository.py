@@ -9,6 +9,7 @@ from sqlalchemy import and_, delete, or_, select
 from sqlmodel import Session, col
 
 from shared.models import AgentSession, Approval, McpServer, Policy, PolicyVersion, ServerTool
+from shared.pagination import newest_first
 
 
 def add(session: Session, row: Any) -> None:
@@ -34,16 +35,8 @@ def list_servers(
     session: Session, organization_id: str, *, after: tuple[datetime, str] | None, limit: int
 ) -> list[McpServer]:
     query = select(McpServer).where(col(McpServer.organization_id) == organization_id)
-    if after is not None:
-        created_at, server_id = after
-        query = query.where(
-            or_(
-                col(McpServer.created_at) < created_at,
-                and_(col(McpServer.created_at) == created_at, col(McpServer.id) < server_id),
-            )
-        )
-    query = query.order_by(col(McpServer.created_at).desc(), col(McpServer.id).desc())
-    return list(session.scalars(query.limit(limit + 1)))
+    query = newest_first(query, col(McpServer.created_at), col(McpServer.id), after, limit)
+    return list(session.scalars(query))
 
 
 def policies_on_server(session: Session, organization_id: str, server_id: str) -> list[Policy]:
@@ -104,16 +97,8 @@ def list_agent_sessions(
         query = query.where(stored == "suspended")
     if server_id is not None:
         query = query.where(col(AgentSession.server_id) == server_id)
-    if after is not None:
-        started_at, row_id = after
-        query = query.where(
-            or_(
-                col(AgentSession.started_at) < started_at,
-                and_(col(AgentSession.started_at) == started_at, col(AgentSession.id) < row_id),
-            )
-        )
-    query = query.order_by(col(AgentSession.started_at).desc(), col(AgentSession.id).desc())
-    return list(session.scalars(query.limit(limit + 1)))
+    query = newest_first(query, col(AgentSession.started_at), col(AgentSession.id), after, limit)
+    return list(session.scalars(query))
 
 
 def get_approval(
@@ -148,16 +133,8 @@ def list_approvals(
         query = query.where(stored == status)
     if server_id is not None:
         query = query.where(col(Approval.server_id) == server_id)
-    if after is not None:
-        created_at, row_id = after
-        query = query.where(
-            or_(
-                col(Approval.created_at) < created_at,
-                and_(col(Approval.created_at) == created_at, col(Approval.id) < row_id),
-            )
-        )
-    query = query.order_by(col(Approval.created_at).desc(), col(Approval.id).desc())
-    return list(session.scalars(query.limit(limit + 1)))
+    query = newest_first(query, col(Approval.created_at), col(Approval.id), after, limit)
+    return list(session.scalars(query))
 
 
 def get_policy(
@@ -196,16 +173,8 @@ def list_policies(
         query = query.where(col(Policy.server_id) == server_id)
     if active is not None:
         query = query.where(col(Policy.active).is_(active))
-    if after is not None:
-        created_at, row_id = after
-        query = query.where(
-            or_(
-                col(Policy.created_at) < created_at,
-                and_(col(Policy.created_at) == created_at, col(Policy.id) < row_id),
-            )
-        )
-    query = query.order_by(col(Policy.created_at).desc(), col(Policy.id).desc())
-    return list(session.scalars(query.limit(limit + 1)))
+    query = newest_first(query, col(Policy.created_at), col(Policy.id), after, limit)
+    return list(session.scalars(query))
 
 
 def policy_versions(
