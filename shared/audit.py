@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, inspect, select, text
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Session
 
@@ -116,19 +116,6 @@ _APPEND = text(
 ).bindparams(bindparam("row", type_=JSONB))
 
 
-def canonical_template(event: AuditEvent) -> tuple[str, str]:
-    """The event's canonical JSON split around its `seq`: the database completes it with the
-    seq it allocates (igris_append_event), so the hash it computes is the one a verifier
-    recomputes from the stored row."""
-    content = hashed_content(event)
-    content["seq"] = _SEQ_PLACEHOLDER
-    prefix, placeholder, suffix = canonical_json(content).partition(
-        json.dumps(_SEQ_PLACEHOLDER, ensure_ascii=False)
-    )
-    assert placeholder, "the seq placeholder must appear exactly once"
-    return prefix, suffix
-
-
 def _jsonable(value: Any) -> Any:
     return format_timestamp(value) if isinstance(value, datetime) else value
 
@@ -139,20 +126,33 @@ def compute_hash(prev_hash: str, event: AuditEvent) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+_COLUMN_OF = {"metadata_": "metadata"}  # attribute → column where they differ
+_NOT_SENT = frozenset({"seq", "chain_id"})  # filled in by igris_append_event
+
+
 @dataclass(frozen=True)
 class PreparedEvent:
     """An event ready to be appended by `igris_append_event`: its chain, its canonical JSON
     around the seq placeholder, and its column values. The proxy's one-statement decision
-    sends several of these and the database appends the one that applies."""
+    sends several of these and the database appends the one that applies. Built from plain
+    values (no ORM object): the proxy prepares several per call."""
 
-    event: AuditEvent
+    chain_id: str
     prefix: str
     suffix: str
-    row: dict[str, Any]
+    values: dict[str, Any]
 
     @property
-    def chain_id(self) -> str:
-        return self.event.chain_id
+    def id(self) -> str:
+        return str(self.values["id"])
+
+    @property
+    def row(self) -> dict[str, Any]:
+        return {
+            _COLUMN_OF.get(attribute, attribute): _jsonable(value)
+            for attribute, value in self.values.items()
+            if attribute not in _NOT_SENT
+        }
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -161,6 +161,18 @@ class PreparedEvent:
             "suffix": self.suffix,
             "row": self.row,
         }
+
+    def stored(self, seq: int, prev_hash: str, hash: str) -> AuditEvent:
+        """The event as the database now holds it."""
+        return AuditEvent(
+            **{
+                **self.values,
+                "chain_id": self.chain_id,
+                "seq": seq,
+                "prev_hash": prev_hash,
+                "hash": hash,
+            }
+        )
 
 
 def prepare_event(
@@ -188,43 +200,40 @@ def prepare_event(
     occurred_at: datetime | None = None,
 ) -> PreparedEvent:
     """Build an event (id and time made here) without writing it."""
-    chain_id = organization_id or SYSTEM_CHAIN
-    moment = (occurred_at or utcnow()).astimezone(UTC)
-    event = AuditEvent(
-        id=new_id("audit_event"),
-        chain_id=chain_id,
-        organization_id=organization_id,
-        seq=0,
-        occurred_at=moment,
-        source=source,
-        type=type,
-        action=action,
-        operation=operation,
-        tool_name=tool_name,
-        server_id=server_id,
-        session_id=session_id,
-        actor_type=actor_type,
-        actor_id=actor_id,
-        user_ref=user_ref,
-        trace_id=trace_id,
-        policy_id=policy_id,
-        policy_version=policy_version,
-        rule_index=rule_index,
-        reason=reason,
-        latency_ms=latency_ms,
-        outcome=outcome,
-        external_id=external_id,
-        metadata_=normalize_json(dict(metadata or {})),
-        prev_hash="",
-        hash="",
-    )
-    prefix, suffix = canonical_template(event)
-    row = {
-        attribute.columns[0].name: _jsonable(getattr(event, attribute.key))
-        for attribute in inspect(AuditEvent).column_attrs
-        if attribute.key not in {"recorded_at", "seq", "prev_hash", "hash", "chain_id"}
+    values: dict[str, Any] = {
+        "id": new_id("audit_event"),
+        "organization_id": organization_id,
+        "seq": _SEQ_PLACEHOLDER,
+        "occurred_at": (occurred_at or utcnow()).astimezone(UTC),
+        "source": source,
+        "type": type,
+        "action": action,
+        "operation": operation,
+        "tool_name": tool_name,
+        "server_id": server_id,
+        "session_id": session_id,
+        "actor_type": actor_type,
+        "actor_id": actor_id,
+        "user_ref": user_ref,
+        "trace_id": trace_id,
+        "policy_id": policy_id,
+        "policy_version": policy_version,
+        "rule_index": rule_index,
+        "reason": reason,
+        "latency_ms": latency_ms,
+        "outcome": outcome,
+        "external_id": external_id,
+        "metadata_": normalize_json(dict(metadata or {})),
     }
-    return PreparedEvent(event=event, prefix=prefix, suffix=suffix, row=row)
+    content = {wire: _jsonable(values[attribute]) for wire, attribute in HASHED_FIELDS}
+    prefix, placeholder, suffix = canonical_json(content).partition(
+        json.dumps(_SEQ_PLACEHOLDER, ensure_ascii=False)
+    )
+    assert placeholder, "the seq placeholder must appear exactly once"
+    del values["seq"]
+    return PreparedEvent(
+        chain_id=organization_id or SYSTEM_CHAIN, prefix=prefix, suffix=suffix, values=values
+    )
 
 
 def record_event(session: Session, **fields: Any) -> AuditEvent:
@@ -234,9 +243,7 @@ def record_event(session: Session, **fields: Any) -> AuditEvent:
     stored."""
     prepared = prepare_event(**fields)
     appended = session.execute(_APPEND, prepared.as_json()).one()
-    event = prepared.event
-    event.seq, event.prev_hash, event.hash = int(appended.seq), appended.prev_hash, appended.hash
-    return event
+    return prepared.stored(int(appended.seq), appended.prev_hash, appended.hash)
 
 
 @dataclass(frozen=True)

@@ -307,15 +307,7 @@ def decide(warm: Warm, caller: pipeline.Caller, message: JsonObject) -> FastCall
 
 
 def record_outcome(
-    caller: pipeline.Caller,
-    warm: Warm,
-    call: FastCall,
-    *,
-    outcome: str,
-    latency_ms: int,
-    result_size: int | None,
-    error: str | None,
-    upstream_session_id: str | None,
+    caller: pipeline.Caller, warm: Warm, call: FastCall, outcome: pipeline.Outcome
 ) -> None:
     """The outcome event (one statement), and the upstream session id when it changed."""
     event = prepare_event(
@@ -325,17 +317,17 @@ def record_outcome(
             call.agent_session_id,
             tool=call.tool,
             decision=call.decision,
-            outcome=outcome,
-            latency_ms=latency_ms,
-            result_size=result_size,
-            error=error,
+            outcome=outcome.outcome,
+            latency_ms=outcome.latency_ms,
+            result_size=outcome.result_size,
+            error=outcome.error,
         )
     )
     connection = autocommit_connection()
     connection.execute("SELECT igris_append_prepared(%s)", [Jsonb(event.as_json())])
-    if upstream_session_id is not None:
+    if outcome.upstream_session_id is not None:
         connection.execute(
             "UPDATE agent_sessions SET mcp_session_id = %s "
             "WHERE id = %s AND mcp_session_id IS DISTINCT FROM %s",
-            [upstream_session_id, call.agent_session_id, upstream_session_id],
+            [outcome.upstream_session_id, call.agent_session_id, outcome.upstream_session_id],
         )

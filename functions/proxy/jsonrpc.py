@@ -62,6 +62,10 @@ def check_message(message: object) -> JsonObject:
             raise InvalidMessage(INVALID_REQUEST, "Invalid Request: params must be structured")
         if "id" in message and not _valid_id(message["id"]):
             raise InvalidMessage(INVALID_REQUEST, "Invalid Request: bad id")
+        if message["method"] == "tools/call" and "id" not in message:
+            # A tool call sent as a notification would get no answer, so no refusal could
+            # be returned: it is never forwarded.
+            raise InvalidMessage(INVALID_REQUEST, "Invalid Request: tools/call needs an id")
         return message
     # A response to a request the upstream sent the client (e.g. sampling, elicitation).
     if ("result" in message) == ("error" in message) or "id" not in message:

@@ -49,6 +49,7 @@ from shared.mcp_client import (
     UpstreamAuth,
     UpstreamError,
     UpstreamReply,
+    UpstreamTimeout,
     new_http_client,
     post_jsonrpc,
     tool_fingerprint,
@@ -73,6 +74,20 @@ _TRACE_ID: Final = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 class ServerDisabled(Forbidden):
     code = "server_disabled"
     default_message = "This MCP server is disabled."
+
+
+class SessionExpired(AppError):
+    """The upstream no longer knows the caller's MCP session: HTTP 404, so that the client
+    re-initializes (MCP Streamable HTTP)."""
+
+    status_code = 404
+    code = "mcp_session_expired"
+    default_message = "The MCP session expired upstream; initialize a new one."
+
+
+class UpstreamSessionExpired(UpstreamError):
+    def __init__(self) -> None:
+        super().__init__("the upstream MCP session expired", status_code=404)
 
 
 class BadHeader(AppError):
@@ -572,8 +587,9 @@ def _approval(
 def decide_call(  # noqa: PLR0911 - each stage of the pipeline may refuse
     session: Session, caller: Caller, target: Target, message: JsonObject
 ) -> CallDecision | JsonObject:
-    """Session check, policy evaluation, rate limit, approval, data-class gate; the decision
-    event is written in this transaction. Returns a JSON-RPC error for invalid params."""
+    """Session check, policy evaluation, rate limit, data-class gate, approval (checked last,
+    so an approval is used up only by a call that proceeds); the decision event is written in
+    this transaction. Returns a JSON-RPC error for invalid params."""
     params = message.get("params")
     tool = params.get("name") if isinstance(params, dict) else None
     arguments = params.get("arguments", {}) if isinstance(params, dict) else None
@@ -643,6 +659,21 @@ def decide_call(  # noqa: PLR0911 - each stage of the pipeline may refuse
                 tool=tool,
                 arguments=arguments,
             )
+    if "phi" in target.data_classes and not repository.active_baa_covers(
+        session, target.organization_id, target.id, utcnow()
+    ):
+        return _refuse(
+            session,
+            caller,
+            target=target,
+            row=row,
+            message=message,
+            code=jsonrpc.NO_ACTIVE_BAA,
+            reason="no_active_baa",
+            decision=decision,
+            tool=tool,
+            arguments=arguments,
+        )
     approval_id = None
     if decision.decision == "require_approval":
         granted, approval_id = _approval(
@@ -669,21 +700,6 @@ def decide_call(  # noqa: PLR0911 - each stage of the pipeline may refuse
                 tool=tool,
                 arguments=arguments,
             )
-    if "phi" in target.data_classes and not repository.active_baa_covers(
-        session, target.organization_id, target.id, utcnow()
-    ):
-        return _refuse(
-            session,
-            caller,
-            target=target,
-            row=row,
-            message=message,
-            code=jsonrpc.NO_ACTIVE_BAA,
-            reason="no_active_baa",
-            decision=decision,
-            tool=tool,
-            arguments=arguments,
-        )
     ai_systems = repository.ai_systems_for_server(session, target.organization_id, target.id)
     record_event(
         session,
@@ -769,17 +785,62 @@ def outcome_event(
     }
 
 
-def record_outcome(
-    session: Session,
+@dataclass(frozen=True)
+class Outcome:
+    """How a forwarded call ended."""
+
+    outcome: str  # ok | error | timeout
+    latency_ms: int
+    result_size: int | None
+    error: str | None
+    upstream_session_id: str | None
+
+
+def forward_call(
     caller: Caller,
     target: Target,
-    call: CallDecision,
-    *,
-    outcome: str,
-    latency_ms: int,
-    result_size: int | None,
-    error: str | None,
-    upstream_session_id: str | None,
+    message: JsonObject,
+    decision: Decision | None,
+    session_id: str,
+) -> tuple[JsonObject | None, Outcome]:
+    """Forward a call that was decided and recorded; the answer (results masked per the
+    deciding rule) and how it went. Upstream failures answer -32005; an expired upstream
+    session has no answer (None): the caller gets HTTP 404 and re-initializes."""
+    started = now_ms()
+    try:
+        reply = forward(caller, target, message)
+    except UpstreamSessionExpired as exc:
+        return None, Outcome(
+            outcome="error",
+            latency_ms=round(now_ms() - started),
+            result_size=None,
+            error=exc.message,
+            upstream_session_id=None,
+        )
+    except UpstreamError as exc:
+        outcome = Outcome(
+            outcome="timeout" if isinstance(exc, UpstreamTimeout) else "error",
+            latency_ms=round(now_ms() - started),
+            result_size=None,
+            error=exc.message,
+            upstream_session_id=None,
+        )
+        return upstream_failure(message, session_id, exc), outcome
+    answer = answer_of(reply, message)
+    assert answer is not None
+    answer = redact_result(answer, decision)
+    failed = "error" in answer or bool((answer.get("result") or {}).get("isError"))
+    return answer, Outcome(
+        outcome="error" if failed else "ok",
+        latency_ms=round(now_ms() - started),
+        result_size=reply.raw_size,
+        error=None,
+        upstream_session_id=reply.session_id,
+    )
+
+
+def record_outcome(
+    session: Session, caller: Caller, target: Target, call: CallDecision, outcome: Outcome
 ) -> None:
     record_event(
         session,
@@ -789,16 +850,16 @@ def record_outcome(
             call.agent_session_id,
             tool=call.tool,
             decision=call.decision,
-            outcome=outcome,
-            latency_ms=latency_ms,
-            result_size=result_size,
-            error=error,
+            outcome=outcome.outcome,
+            latency_ms=outcome.latency_ms,
+            result_size=outcome.result_size,
+            error=outcome.error,
         ),
     )
-    if upstream_session_id is not None:
+    if outcome.upstream_session_id is not None:
         row = session.get(AgentSession, call.agent_session_id)
-        if row is not None and row.mcp_session_id != upstream_session_id:
-            row.mcp_session_id = upstream_session_id
+        if row is not None and row.mcp_session_id != outcome.upstream_session_id:
+            row.mcp_session_id = outcome.upstream_session_id
             repository.add(session, row)
 
 
@@ -819,7 +880,7 @@ def forward(caller: Caller, target: Target, message: JsonObject) -> UpstreamRepl
         url = check_upstream_url(target.url, allow_private=settings.allow_private_upstreams)
     except UpstreamUrlError as exc:
         raise UpstreamError(f"the server's URL is not allowed: {exc}") from None
-    return post_jsonrpc(
+    reply = post_jsonrpc(
         http_client(),
         url,
         message,
@@ -828,6 +889,9 @@ def forward(caller: Caller, target: Target, message: JsonObject) -> UpstreamRepl
         protocol_version=caller.protocol_version,
         timeout=settings.upstream_timeout_seconds,
     )
+    if reply.status_code == 404 and caller.upstream_session_id:
+        raise UpstreamSessionExpired()
+    return reply
 
 
 def upstream_failure(message: JsonObject, session_id: str | None, exc: UpstreamError) -> JsonObject:

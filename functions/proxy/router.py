@@ -8,6 +8,7 @@ inline guard) so that no transaction stays open across the upstream call.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request
@@ -19,8 +20,9 @@ from functions.proxy.jsonrpc import JsonObject
 from shared.auth import InlineGuard, Principal, presented_token
 from shared.db import Transactions, TransactionsDep, session_scope
 from shared.errors import MethodNotAllowed
+from shared.governance.engine import Decision
 from shared.logs import logger
-from shared.mcp_client import UpstreamError, UpstreamTimeout
+from shared.mcp_client import UpstreamError
 from shared.permissions import Permission
 from shared.security import token_digest
 
@@ -59,7 +61,10 @@ class ProxyRequest:
         self.request = request
         self.slug = slug
         self.transactions = transactions
-        self.trace_id = pipeline.trace_id_of(request.headers.get("x-igris-trace-id"))
+        # Set by TraceIdMiddleware (which also puts it on every response).
+        self.trace_id: str = getattr(request.state, "trace_id", None) or pipeline.trace_id_of(
+            request.headers.get("x-igris-trace-id")
+        )
         token = presented_token(request)
         self.credential = token_digest(token) if token else None
         # The warm path talks to the database directly; a caller that injects its own
@@ -108,33 +113,44 @@ class ProxyRequest:
         if not call.forward:
             return call.refusal
         self.warm_up(call)
-        started = pipeline.now_ms()
-        try:
-            reply = pipeline.forward(self.caller, self.target, message)
-        except UpstreamError as exc:
-            timed_out = isinstance(exc, UpstreamTimeout)
-            self.record_outcome(
-                call,
-                outcome="timeout" if timed_out else "error",
-                started=started,
-                size=None,
-                error=exc.message,
-                session_id=None,
-            )
-            return pipeline.upstream_failure(message, call.agent_session_id, exc)
-        answer = pipeline.answer_of(reply, message)
-        assert answer is not None
-        answer = pipeline.redact_result(answer, call.decision)
-        failed = "error" in answer or bool((answer.get("result") or {}).get("isError"))
-        self.result.upstream_session_id = reply.session_id or self.result.upstream_session_id
-        self.record_outcome(
-            call,
-            outcome="error" if failed else "ok",
-            started=started,
-            size=reply.raw_size,
-            error=None,
-            session_id=reply.session_id,
+        caller, target = self.caller, self.target
+
+        def record(outcome: pipeline.Outcome) -> None:
+            with self.transactions() as session:
+                pipeline.record_outcome(session, caller, target, call, outcome)
+
+        return self.forward_call(
+            caller,
+            target,
+            message,
+            decision=call.decision,
+            session_id=call.agent_session_id,
+            record=record,
         )
+
+    def forward_call(
+        self,
+        caller: pipeline.Caller,
+        target: pipeline.Target,
+        message: JsonObject,
+        *,
+        decision: Decision | None,
+        session_id: str,
+        record: Callable[[pipeline.Outcome], None],
+    ) -> JsonObject:
+        """Forward a decided call, mask the result, record the outcome (a failure to record
+        it is logged: the decision is already on record)."""
+        answer, outcome = pipeline.forward_call(caller, target, message, decision, session_id)
+        if outcome.upstream_session_id:
+            self.result.upstream_session_id = outcome.upstream_session_id
+        try:
+            record(outcome)
+        except Exception:
+            logger.exception(
+                "could not record a tool call's outcome", extra={"trace": self.trace_id}
+            )
+        if answer is None:
+            raise pipeline.SessionExpired()
         return answer
 
     def warm_up(self, call: pipeline.CallDecision) -> None:
@@ -175,95 +191,18 @@ class ProxyRequest:
             return call
         if not call.forward:
             return call.refusal
-        started = pipeline.now_ms()
-        try:
-            reply = pipeline.forward(caller, warm.target, message)
-        except UpstreamError as exc:
-            self.record_fast_outcome(
-                caller,
-                warm,
-                call,
-                outcome="timeout" if isinstance(exc, UpstreamTimeout) else "error",
-                started=started,
-                size=None,
-                error=exc.message,
-                session_id=None,
-            )
-            return pipeline.upstream_failure(message, call.agent_session_id, exc)
-        answer = pipeline.answer_of(reply, message)
-        assert answer is not None
-        answer = pipeline.redact_result(answer, call.decision)
-        failed = "error" in answer or bool((answer.get("result") or {}).get("isError"))
-        self.result.upstream_session_id = reply.session_id or self.result.upstream_session_id
-        self.record_fast_outcome(
+
+        def record(outcome: pipeline.Outcome) -> None:
+            fast.record_outcome(caller, warm, call, outcome)
+
+        return self.forward_call(
             caller,
-            warm,
-            call,
-            outcome="error" if failed else "ok",
-            started=started,
-            size=reply.raw_size,
-            error=None,
-            session_id=reply.session_id,
+            warm.target,
+            message,
+            decision=call.decision,
+            session_id=call.agent_session_id,
+            record=record,
         )
-        return answer
-
-    def record_fast_outcome(
-        self,
-        caller: pipeline.Caller,
-        warm: fast.Warm,
-        call: fast.FastCall,
-        *,
-        outcome: str,
-        started: float,
-        size: int | None,
-        error: str | None,
-        session_id: str | None,
-    ) -> None:
-        try:
-            fast.record_outcome(
-                caller,
-                warm,
-                call,
-                outcome=outcome,
-                latency_ms=round(pipeline.now_ms() - started),
-                result_size=size,
-                error=error,
-                upstream_session_id=session_id,
-            )
-        except Exception:
-            logger.exception(
-                "could not record a tool call's outcome", extra={"trace": self.trace_id}
-            )
-
-    def record_outcome(
-        self,
-        call: pipeline.CallDecision,
-        *,
-        outcome: str,
-        started: float,
-        size: int | None,
-        error: str | None,
-        session_id: str | None,
-    ) -> None:
-        """The outcome is recorded after the answer came back; the decision already is, so
-        a failure here is logged, not turned into a failed call."""
-        try:
-            with self.transactions() as session:
-                pipeline.record_outcome(
-                    session,
-                    self.caller,
-                    self.target,
-                    call,
-                    outcome=outcome,
-                    latency_ms=round(pipeline.now_ms() - started),
-                    result_size=size,
-                    error=error,
-                    upstream_session_id=session_id,
-                )
-        except Exception:
-            logger.exception(
-                "could not record a tool call's outcome", extra={"trace": self.caller.trace_id}
-            )
 
     def other(self, message: JsonObject) -> JsonObject | None:
         """Any other message: forwarded; requests are audited (tools/list also filtered)."""
@@ -284,6 +223,8 @@ class ProxyRequest:
                     latency_ms=round(pipeline.now_ms() - started),
                     extra={"error": exc.message},
                 )
+            if isinstance(exc, pipeline.UpstreamSessionExpired):
+                raise pipeline.SessionExpired() from None
             return pipeline.upstream_failure(message, None, exc)
         self.result.upstream_session_id = reply.session_id or self.result.upstream_session_id
         if not is_request:
