@@ -10,6 +10,7 @@ BENCHMARKS = {
     "auth": "bench.auth",
     "policy_engine": "bench.policy_engine",
     "backup": "bench.backup",
+    "proxy": "bench.proxy",
 }
 
 

@@ -32,9 +32,6 @@ class Settings(BaseSettings):
     db_connect_timeout_seconds: int = Field(
         default=5, gt=0, validation_alias="IGRIS_DB_CONNECT_TIMEOUT_SECONDS"
     )
-    db_statement_timeout_ms: int = Field(
-        default=10_000, gt=0, validation_alias="IGRIS_DB_STATEMENT_TIMEOUT_MS"
-    )
     max_body_bytes: int = Field(default=1024 * 1024, gt=0, validation_alias="IGRIS_MAX_BODY_BYTES")
     backup_bucket: str | None = Field(default=None, validation_alias="BACKUP_BUCKET")
     backup_prefix: str = Field(default="backups", validation_alias="BACKUP_PREFIX")

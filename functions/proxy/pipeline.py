@@ -285,16 +285,19 @@ class CallDecision:
 def _arguments_record(
     target: Target, arguments: Mapping[str, Any], decision: Decision | None
 ) -> dict[str, Any]:
-    """Arguments as the audit trail keeps them: digest and size by default; the (redacted)
-    arguments themselves only when the server says `logArguments`."""
-    canonical = json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """Arguments as the audit trail keeps them: digest and size by default; the arguments
+    themselves only when the server says `logArguments`. Both are of the *redacted*
+    arguments: a digest of the raw values would let anyone who reads the trail recover a
+    redacted value from a small space (an SSN) by trying them all."""
+    paths = decision.redact_paths if decision else ()
+    kept = mask_arguments(arguments, paths) if paths else dict(arguments)
+    canonical = json.dumps(kept, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     record: dict[str, Any] = {
         "argumentsSha256": hashlib.sha256(canonical.encode("utf-8")).hexdigest(),
         "argumentsSize": len(canonical.encode("utf-8")),
     }
     if target.log_arguments:
-        paths = decision.redact_paths if decision else ()
-        record["arguments"] = mask_arguments(arguments, paths)
+        record["arguments"] = kept
     return record
 
 
@@ -1015,6 +1018,33 @@ def record_passthrough(
         latency_ms=latency_ms,
         outcome=outcome,
         metadata={"userMetadata": caller.metadata, **(extra or {})},
+    )
+
+
+def record_bad_header(
+    session: Session, principal: Principal, target: Target, trace_id: str, value: str
+) -> None:
+    """A refused X-Igris-Metadata is audited like a rejected body: digest, size, excerpt."""
+    raw = value.encode("utf-8", "replace")
+    record_event(
+        session,
+        organization_id=target.organization_id,
+        source="proxy",
+        type="custom",
+        action="deny",
+        operation="mcp.invalid_header",
+        server_id=target.id,
+        actor_type=principal.kind,
+        actor_id=principal.principal_id,
+        trace_id=trace_id,
+        outcome="rejected",
+        reason="invalid X-Igris-Metadata",
+        metadata={
+            "header": "X-Igris-Metadata",
+            "valueSha256": hashlib.sha256(raw).hexdigest(),
+            "valueSize": len(raw),
+            "excerpt": value[:INVALID_EXCERPT].replace("\x00", "\ufffd"),
+        },
     )
 
 

@@ -57,7 +57,11 @@ class ProxyRequest:
     """
 
     def __init__(self, request: Request, slug: str, transactions: Transactions) -> None:
-        pipeline.parse_metadata(request.headers.get("x-igris-metadata"))  # 400 before any work
+        try:
+            pipeline.parse_metadata(request.headers.get("x-igris-metadata"))
+            self.bad_header: pipeline.BadHeader | None = None
+        except pipeline.BadHeader as exc:
+            self.bad_header = exc  # refused after authentication, so that it is audited
         self.request = request
         self.slug = slug
         self.transactions = transactions
@@ -69,7 +73,9 @@ class ProxyRequest:
         self.credential = token_digest(token) if token else None
         # The warm path talks to the database directly; a caller that injects its own
         # transactions (the tests' rolled-back one) always gets the slow path.
-        self.warm_allowed = transactions is session_scope and self.credential is not None
+        self.warm_allowed = (
+            transactions is session_scope and self.credential is not None and not self.bad_header
+        )
         self.result = pipeline.Result(upstream_session_id=request.headers.get("mcp-session-id"))
         self._caller: pipeline.Caller | None = None
         self._target: pipeline.Target | None = None
@@ -82,6 +88,16 @@ class ProxyRequest:
             self._target = pipeline.resolve_target(
                 session, str(principal.organization_id), self.slug
             )
+            if self.bad_header is not None:
+                pipeline.record_bad_header(
+                    session,
+                    principal,
+                    self._target,
+                    self.trace_id,
+                    self.request.headers.get("x-igris-metadata", ""),
+                )
+        if self.bad_header is not None:
+            raise self.bad_header
         self._caller = _caller(self.request, principal, self.trace_id)
 
     @property
@@ -292,7 +308,7 @@ async def post_messages(slug: Slug, request: Request, transactions: Transactions
 @router.get("/v1/mcp/{slug}", dependencies=[Governed])
 def open_stream(slug: Slug, request: Request, transactions: TransactionsDep) -> Response:
     """Not supported: a serverless function cannot hold an event stream open (405)."""
-    ProxyRequest(request, slug, transactions)  # who asks is still checked first (401/403/404)
+    ProxyRequest(request, slug, transactions).authenticate()  # 401/403/404 come first
     raise MethodNotAllowed(
         "This endpoint answers POSTs with JSON; it does not stream.",
         headers={"Allow": "POST, DELETE"},
