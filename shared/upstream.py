@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
+import time
 from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
@@ -54,7 +56,7 @@ def is_public_address(address: str) -> bool:
     return not internal
 
 
-def check_upstream_url(url: str, *, allow_private: bool, resolver: Resolver = _resolve) -> str:
+def check_upstream_url(url: str, *, allow_private: bool, resolver: Resolver | None = None) -> str:
     """The URL, normalized, or UpstreamUrlError saying why it is refused."""
     try:
         parts = urlsplit(url.strip())
@@ -74,7 +76,9 @@ def check_upstream_url(url: str, *, allow_private: bool, resolver: Resolver = _r
         try:
             addresses: Iterable[str] = [str(ipaddress.ip_address(host))]
         except ValueError:
-            addresses = resolver(host, port or (443 if parts.scheme == "https" else 80))
+            addresses = (resolver or _resolve)(
+                host, port or (443 if parts.scheme == "https" else 80)
+            )
         resolved = list(addresses)
         if not resolved or not all(is_public_address(address) for address in resolved):
             raise UpstreamUrlError(
@@ -102,3 +106,25 @@ def upstream_auth(server: McpServer) -> UpstreamAuth:
         header_name=server.auth_header_name,
         credential=credential,
     )
+
+
+_CHECK_TTL_SECONDS = 30.0
+_checked: dict[tuple[str, bool], float] = {}
+_checked_lock = threading.Lock()
+
+
+def check_upstream_url_cached(url: str, *, allow_private: bool) -> str:
+    """`check_upstream_url` for the proxy's hot path: a URL that passed is trusted for 30 s
+    (its host's name is resolved again after that), so a call costs no DNS lookup."""
+    key = (url, allow_private)
+    now = time.monotonic()
+    with _checked_lock:
+        passed_at = _checked.get(key)
+    if passed_at is not None and now - passed_at < _CHECK_TTL_SECONDS:
+        return url
+    checked = check_upstream_url(url, allow_private=allow_private)
+    with _checked_lock:
+        if len(_checked) > 4096:
+            _checked.clear()
+        _checked[key] = now
+    return checked

@@ -58,7 +58,7 @@ from shared.models import AgentSession, Approval, ServerTool
 from shared.models.base import utcnow
 from shared.permissions import Permission
 from shared.policy_store import load_policies
-from shared.upstream import UpstreamUrlError, check_upstream_url, upstream_auth
+from shared.upstream import UpstreamUrlError, check_upstream_url_cached, upstream_auth
 
 APPROVAL_TTL: Final = timedelta(hours=1)
 DESTRUCTIVE: Final = ("delete_*", "drop_*", "truncate_*", "destroy_*", "purge_*")
@@ -880,7 +880,7 @@ def forward(caller: Caller, target: Target, message: JsonObject) -> UpstreamRepl
     """POST the message upstream with the server's credential (never the caller's)."""
     settings = get_settings()
     try:
-        url = check_upstream_url(target.url, allow_private=settings.allow_private_upstreams)
+        url = check_upstream_url_cached(target.url, allow_private=settings.allow_private_upstreams)
     except UpstreamUrlError as exc:
         raise UpstreamError(f"the server's URL is not allowed: {exc}") from None
     reply = post_jsonrpc(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from shared.upstream import UpstreamUrlError, check_upstream_url
@@ -66,3 +68,26 @@ def test_public_and_allowed_private_urls_pass() -> None:
     assert check_upstream_url("http://127.0.0.1:8000/mcp", allow_private=True) == (
         "http://127.0.0.1:8000/mcp"
     )
+
+
+def test_the_hot_path_check_remembers_a_passed_url_for_a_while(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from shared import upstream
+
+    lookups: list[str] = []
+
+    def counting(host: str, port: int) -> list[str]:
+        lookups.append(host)
+        return ["93.184.216.34"]
+
+    monkeypatch.setattr(upstream, "_resolve", counting)
+    monkeypatch.setattr(upstream, "_checked", {})
+    url = "https://cached.example/mcp"
+    for _ in range(3):
+        assert upstream.check_upstream_url_cached(url, allow_private=False) == url
+    assert lookups == ["cached.example"]
+    later = time.monotonic() + upstream._CHECK_TTL_SECONDS + 1
+    monkeypatch.setattr(time, "monotonic", lambda: later)
+    upstream.check_upstream_url_cached(url, allow_private=False)
+    assert lookups == ["cached.example", "cached.example"]  # resolved again after the TTL
