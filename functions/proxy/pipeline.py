@@ -199,6 +199,19 @@ def resolve_target(session: Session, organization_id: str, slug: str) -> Target:
     )
 
 
+def event_base(caller: Caller, target: Target) -> dict[str, Any]:
+    """What every proxy audit event says about who called which server."""
+    return {
+        "organization_id": target.organization_id,
+        "source": "proxy",
+        "server_id": target.id,
+        "actor_type": caller.principal_type,
+        "actor_id": caller.principal_id,
+        "user_ref": caller.user_ref,
+        "trace_id": caller.trace_id,
+    }
+
+
 # --------------------------------------------------------------------- agent sessions
 
 
@@ -207,17 +220,11 @@ def _session_event(
 ) -> None:
     record_event(
         session,
-        organization_id=target.organization_id,
-        source="proxy",
+        **event_base(caller, target),
         type="session_update",
         action="log",
-        actor_type=caller.principal_type,
-        actor_id=caller.principal_id,
         operation=operation,
-        server_id=target.id,
         session_id=row.id,
-        user_ref=caller.user_ref,
-        trace_id=caller.trace_id,
     )
 
 
@@ -332,18 +339,12 @@ def call_event(
     if ai_systems:
         metadata["aiSystemIds"] = ai_systems
     return {
-        "organization_id": target.organization_id,
-        "source": "proxy",
+        **event_base(caller, target),
         "type": "tool_call",
         "action": action,
         "operation": "tools/call",
         "tool_name": tool,
-        "server_id": target.id,
         "session_id": session_id,
-        "actor_type": caller.principal_type,
-        "actor_id": caller.principal_id,
-        "user_ref": caller.user_ref,
-        "trace_id": caller.trace_id,
         "policy_id": decision.policy_id if decision else None,
         "policy_version": decision.policy_version if decision else None,
         "rule_index": decision.rule_index if decision else None,
@@ -767,18 +768,12 @@ def outcome_event(
 ) -> dict[str, Any]:
     """The event recording how a forwarded call ended (both paths write this one)."""
     return {
-        "organization_id": target.organization_id,
-        "source": "proxy",
+        **event_base(caller, target),
         "type": "tool_call",
         "action": "log",
         "operation": "tools/call.completed",
         "tool_name": tool,
-        "server_id": target.id,
         "session_id": session_id,
-        "actor_type": caller.principal_type,
-        "actor_id": caller.principal_id,
-        "user_ref": caller.user_ref,
-        "trace_id": caller.trace_id,
         "policy_id": decision.policy_id if decision else None,
         "policy_version": decision.policy_version if decision else None,
         "latency_ms": latency_ms,
@@ -1005,16 +1000,10 @@ def record_passthrough(
     """An audit record for a forwarded method other than tools/call."""
     record_event(
         session,
-        organization_id=target.organization_id,
-        source="proxy",
+        **event_base(caller, target),
         type="custom",
         action="log",
         operation=str(message.get("method", "response"))[:128],
-        server_id=target.id,
-        actor_type=caller.principal_type,
-        actor_id=caller.principal_id,
-        user_ref=caller.user_ref,
-        trace_id=caller.trace_id,
         latency_ms=latency_ms,
         outcome=outcome,
         metadata={"userMetadata": caller.metadata, **(extra or {})},
@@ -1054,16 +1043,10 @@ def record_invalid(
     """A rejected body is audited in a size-capped form: digest, size and a short excerpt."""
     record_event(
         session,
-        organization_id=target.organization_id,
-        source="proxy",
+        **event_base(caller, target),
         type="custom",
         action="deny",
         operation="mcp.invalid_message",
-        server_id=target.id,
-        actor_type=caller.principal_type,
-        actor_id=caller.principal_id,
-        user_ref=caller.user_ref,
-        trace_id=caller.trace_id,
         outcome="rejected",
         reason="parse error" if code == jsonrpc.PARSE_ERROR else "invalid JSON-RPC",
         metadata={
