@@ -102,6 +102,19 @@ def upgrade() -> None:
             IF NOT FOUND THEN
                 RETURN '{"stale": "principal"}';
             END IF;
+            -- What resolving the principal does on the slow path: a key's coarse lastUsedAt,
+            -- a session's sliding expiry (at most one write a minute / a day).
+            IF p->'principal'->>'kind' = 'api_key' THEN
+                UPDATE api_keys SET last_used_at = now()
+                WHERE id = p->'principal'->>'api_key_id'
+                  AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute');
+            ELSE
+                UPDATE session
+                SET expires_at = LEAST(now() + interval '7 days', absolute_expires_at),
+                    updated_at = now()
+                WHERE id = p->'principal'->>'session_id' AND remember
+                  AND updated_at < now() - interval '1 day';
+            END IF;
 
             PERFORM 1 FROM mcp_servers
             WHERE id = v_server AND organization_id = v_org AND enabled

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -197,7 +198,18 @@ def warm_path_scenario(proxy: str, upstream: Any) -> None:
     with httpx.Client(headers=headers) as client:
         assert client.post(url, json=call).json()["result"]["content"][0]["text"] == "hi"
         assert fast.lookup(token_digest(tenant.key), tenant.slug) is not None  # warmed up
+        with session_scope() as db:  # the key was last used two minutes ago
+            db.execute(
+                update(ApiKey)
+                .where(col(ApiKey.id) == tenant.key_id)
+                .values(last_used_at=utcnow() - timedelta(minutes=2))
+            )
         assert client.post(url, json=call).json()["result"]["content"][0]["text"] == "hi"
+        with session_scope() as db:  # the warm path keeps lastUsedAt fresh (≤ 1 min stale)
+            key_row = db.get(ApiKey, tenant.key_id)
+            assert key_row is not None
+            assert key_row.last_used_at is not None
+            assert utcnow() - key_row.last_used_at < timedelta(seconds=30)
         with session_scope() as db:
             db.execute(
                 update(ApiKey).where(col(ApiKey.id) == tenant.key_id).values(revoked_at=utcnow())
