@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -58,11 +58,12 @@ class Route:
     function: str
     logical_id: str
 
-    @property
+    # Computed once per route: the local gateway matches every request against every route.
+    @cached_property
     def segments(self) -> tuple[str, ...]:
-        return tuple(part for part in self.path.split("/") if part)
+        return split_path(self.path)
 
-    @property
+    @cached_property
     def literal_count(self) -> int:
         return sum(1 for part in self.segments if not part.startswith("{"))
 
@@ -70,10 +71,11 @@ class Route:
     def is_exact(self) -> bool:
         return self.literal_count == len(self.segments)
 
-    def matches(self, method: str, path: str) -> bool:
-        if self.method not in {"ANY", method.upper()}:
+    def matches(self, method: str, path: str | tuple[str, ...]) -> bool:
+        """Whether this route serves `method` at `path` (a path or its `split_path`)."""
+        if self.method != "ANY" and self.method != method.upper():
             return False
-        parts = [part for part in path.split("/") if part]
+        parts = split_path(path) if isinstance(path, str) else path
         pattern = self.segments
         for index, expected in enumerate(pattern):
             if expected.endswith("+}"):
@@ -83,6 +85,11 @@ class Route:
             if not expected.startswith("{") and expected != parts[index]:
                 return False
         return len(parts) == len(pattern)
+
+
+def split_path(path: str) -> tuple[str, ...]:
+    """A path's non-empty segments."""
+    return tuple(part for part in path.split("/") if part)
 
 
 def function_handlers(template: dict[str, Any] | None = None) -> dict[str, str]:
@@ -126,8 +133,10 @@ def routes() -> tuple[Route, ...]:
 
 def resolve(method: str, path: str) -> Route | None:
     """The route API Gateway would pick for this request, if any."""
+    parts = split_path(path)
+    method = method.upper()
     for route in routes():
-        if route.matches(method, path):
+        if route.matches(method, parts):
             return route
     return None
 
