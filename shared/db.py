@@ -99,35 +99,52 @@ def get_transactions() -> Transactions:
 TransactionsDep = Annotated[Transactions, Depends(get_transactions)]
 
 
-_local = threading.local()
+_idle_connections: list[psycopg.Connection[Any]] = []
+_idle_lock = threading.Lock()
 
 
-def autocommit_connection() -> psycopg.Connection[Any]:
-    """This thread's autocommit psycopg connection on the pooled URL, for the proxy's hot path:
-    each statement is its own transaction (one round trip, no BEGIN/COMMIT), no server-side
-    prepared statements, and no per-checkout ping (a dead connection surfaces as an
-    OperationalError, which the caller answers by `reset_autocommit_connection` and one
-    idempotent retry)."""
-    connection: psycopg.Connection[Any] | None = getattr(_local, "connection", None)
+@contextmanager
+def autocommit_connection() -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit psycopg connection on the pooled URL, for the proxy's hot path: each
+    statement is its own transaction (one round trip, no BEGIN/COMMIT), no server-side
+    prepared statements, no per-checkout ping.
+
+    Connections are the process's, not a thread's: one is taken from the idle ones (opened
+    when there is none) and given back at the end of the block, so the process keeps as many
+    as it ever used at once. (Under Mangum every invocation runs its sync work on a fresh
+    worker thread, since anyio stops a loop's workers when the invocation's task ends: a
+    per-thread connection meant a new connection per call.) A connection that is closed or
+    left in any state but idle (a dead one raises OperationalError) is discarded, so the
+    caller's one retry gets a fresh connection."""
+    with _idle_lock:
+        connection = _idle_connections.pop() if _idle_connections else None
     if connection is None or connection.closed:
+        connection = _connect_autocommit()
+    try:
+        yield connection
+    finally:
         import psycopg
 
-        settings = get_settings()
-        url = sqlalchemy_url(settings.pooled_url()).set(drivername="postgresql")
-        connection = psycopg.connect(
-            url.render_as_string(hide_password=False),
-            autocommit=True,
-            prepare_threshold=None,
-            connect_timeout=settings.db_connect_timeout_seconds,
-            application_name="igris-proxy",
-        )
-        _local.connection = connection
-    return connection
+        if (
+            connection.closed
+            or connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+        ):
+            with contextlib.suppress(Exception):
+                connection.close()
+        else:
+            with _idle_lock:
+                _idle_connections.append(connection)
 
 
-def reset_autocommit_connection() -> None:
-    connection: psycopg.Connection[Any] | None = getattr(_local, "connection", None)
-    _local.connection = None
-    if connection is not None:
-        with contextlib.suppress(Exception):
-            connection.close()
+def _connect_autocommit() -> psycopg.Connection[Any]:
+    import psycopg
+
+    settings = get_settings()
+    url = sqlalchemy_url(settings.pooled_url()).set(drivername="postgresql")
+    return psycopg.connect(
+        url.render_as_string(hide_password=False),
+        autocommit=True,
+        prepare_threshold=None,
+        connect_timeout=settings.db_connect_timeout_seconds,
+        application_name="igris-proxy",
+    )

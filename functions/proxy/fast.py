@@ -27,7 +27,7 @@ from functions.proxy.jsonrpc import JsonObject
 from shared import ratelimit
 from shared.audit import PreparedEvent, prepare_event
 from shared.auth import Principal
-from shared.db import autocommit_connection, reset_autocommit_connection
+from shared.db import autocommit_connection
 from shared.errors import DatabaseUnavailable
 from shared.governance.engine import CallContext, Decision, PolicySnapshot, evaluate
 from shared.ids import new_id
@@ -234,13 +234,11 @@ def _execute(payload: dict[str, Any]) -> dict[str, Any]:
     replay answer the recorded outcome instead of deciding twice)."""
     for attempt in (1, 2):
         try:
-            row = (
-                autocommit_connection()
-                .execute("SELECT igris_proxy_decide(%s)", [Jsonb(payload)])
-                .fetchone()
-            )
+            with autocommit_connection() as connection:
+                row = connection.execute(
+                    "SELECT igris_proxy_decide(%s)", [Jsonb(payload)]
+                ).fetchone()
         except OperationalError:
-            reset_autocommit_connection()
             if attempt == 2:
                 raise DatabaseUnavailable() from None
             continue
@@ -323,11 +321,11 @@ def record_outcome(
             error=outcome.error,
         )
     )
-    connection = autocommit_connection()
-    connection.execute("SELECT igris_append_prepared(%s)", [Jsonb(event.as_json())])
-    if outcome.upstream_session_id is not None:
-        connection.execute(
-            "UPDATE agent_sessions SET mcp_session_id = %s "
-            "WHERE id = %s AND mcp_session_id IS DISTINCT FROM %s",
-            [outcome.upstream_session_id, call.agent_session_id, outcome.upstream_session_id],
-        )
+    with autocommit_connection() as connection:
+        connection.execute("SELECT igris_append_prepared(%s)", [Jsonb(event.as_json())])
+        if outcome.upstream_session_id is not None:
+            connection.execute(
+                "UPDATE agent_sessions SET mcp_session_id = %s "
+                "WHERE id = %s AND mcp_session_id IS DISTINCT FROM %s",
+                [outcome.upstream_session_id, call.agent_session_id, outcome.upstream_session_id],
+            )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,10 +17,19 @@ from sqlmodel import col
 
 from functions.policies.kill_switch import resume, suspend
 from functions.proxy.main import app
+from igris.lambda_context import LocalLambdaContext
 from shared.audit import verify_chain
 from shared.db import session_scope
 from shared.models import AgentSession
-from tests.functions.proxy.support import UPSTREAM_SECRET, events, make_tenant, run, sdk_session
+from tests.functions.proxy.support import (
+    UPSTREAM_SECRET,
+    decisions,
+    events,
+    make_tenant,
+    outcomes,
+    run,
+    sdk_session,
+)
 from tests.mcp_upstream import running_upstream, serve_asgi
 
 
@@ -32,6 +43,9 @@ def proxy(migrated: None) -> Iterator[str]:
 def upstream() -> Iterator[Any]:
     with running_upstream(required_header=("authorization", f"Bearer {UPSTREAM_SECRET}")) as up:
         yield up
+
+
+EVENTS = Path(__file__).resolve().parents[3] / "events"
 
 
 def text_of(result: Any) -> str:
@@ -169,6 +183,50 @@ def test_malformed_bodies_are_refused_and_never_forwarded(proxy: str, upstream: 
     rejected = [e for e in events(tenant) if e.operation == "mcp.invalid_message"]
     assert len(rejected) == 3
     assert all(e.metadata_["bodySize"] < 100 for e in rejected)
+
+
+def test_lambda_invocations_on_the_warm_path_reuse_one_database_connection(
+    migrated: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under Mangum each invocation runs its sync work on a fresh worker thread: the warm
+    path's connection must outlive the thread (a per-thread one was a connect per call)."""
+    import psycopg
+
+    from functions.proxy import fast
+    from functions.proxy.main import handler
+    from shared.security import token_digest
+
+    with running_upstream(stateless=True) as upstream:
+        tenant = make_tenant(upstream.url)
+        raw = (EVENTS / "proxy-tools-call.json").read_text()
+        event = json.loads(
+            raw.replace("{{IGRIS_SERVER_SLUG}}", tenant.slug).replace(
+                "{{IGRIS_API_KEY}}", tenant.key
+            )
+        )
+
+        context: Any = LocalLambdaContext(function_name="igris-proxy")  # Mangum wants its own type
+
+        def echoed(response: dict[str, Any]) -> str:
+            assert response["statusCode"] == 200, response
+            return str(json.loads(response["body"])["result"]["content"][0]["text"])
+
+        assert echoed(handler(event, context)) == "hello"  # slow path; warms up
+        assert fast.lookup(token_digest(tenant.key), tenant.slug) is not None
+        assert echoed(handler(event, context)) == "hello"  # warm; may open the connection
+        opened: list[str] = []
+        real_connect = psycopg.connect
+
+        def counting_connect(*args: Any, **kwargs: Any) -> Any:
+            opened.append(str(kwargs.get("application_name")))
+            return real_connect(*args, **kwargs)
+
+        monkeypatch.setattr(psycopg, "connect", counting_connect)
+        for _ in range(5):
+            assert echoed(handler(event, context)) == "hello"
+        assert opened == []
+        trail = events(tenant)
+        assert (len(decisions(trail)), len(outcomes(trail))) == (7, 7)
 
 
 def test_the_warm_path_decides_in_one_statement_and_revocation_is_immediate(
