@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import Iterator
 from datetime import timedelta
@@ -196,7 +198,14 @@ def test_lambda_invocations_on_the_warm_path_reuse_one_database_connection(
     from functions.proxy.main import handler
     from shared.security import token_digest
 
-    with running_upstream(stateless=True) as upstream:
+    # Mangum runs each invocation on the thread's event loop, as in a fresh Lambda process
+    # (earlier tests' asyncio.run calls leave this thread without one).
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(loop.close)
+        cleanup.callback(asyncio.set_event_loop, None)
+        upstream = cleanup.enter_context(running_upstream(stateless=True))
         tenant = make_tenant(upstream.url)
         raw = (EVENTS / "proxy-tools-call.json").read_text()
         event = json.loads(
