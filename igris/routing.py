@@ -71,11 +71,10 @@ class Route:
     def is_exact(self) -> bool:
         return self.literal_count == len(self.segments)
 
-    def matches(self, method: str, path: str | tuple[str, ...]) -> bool:
-        """Whether this route serves `method` at `path` (a path or its `split_path`)."""
-        if self.method != "ANY" and self.method != method.upper():
+    def matches(self, method: str, parts: tuple[str, ...]) -> bool:
+        """Whether this route serves `method` (upper case) at a path split by `split_path`."""
+        if self.method not in ("ANY", method):
             return False
-        parts = split_path(path) if isinstance(path, str) else path
         pattern = self.segments
         for index, expected in enumerate(pattern):
             if expected.endswith("+}"):

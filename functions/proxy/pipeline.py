@@ -10,6 +10,7 @@ transaction.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import re
@@ -604,17 +605,20 @@ def decide_call(  # noqa: PLR0911 - each stage of the pipeline may refuse
             "Invalid params: tools/call needs a name and object arguments",
         )
     row = agent_session(session, caller, target)
+    refuse = functools.partial(
+        _refuse,
+        session,
+        caller,
+        target=target,
+        row=row,
+        message=message,
+        tool=tool,
+        arguments=arguments,
+    )
     if row.status == "suspended":
-        return _refuse(
-            session,
-            caller,
-            target=target,
-            row=row,
-            message=message,
+        return refuse(
             code=jsonrpc.SESSION_SUSPENDED,
             reason="session_suspended",
-            tool=tool,
-            arguments=arguments,
         )
     snapshots = load_policies(session, target.organization_id, target.id)
     decision = evaluate(
@@ -629,17 +633,10 @@ def decide_call(  # noqa: PLR0911 - each stage of the pipeline may refuse
         ),
     )
     if decision.decision == "deny":
-        return _refuse(
-            session,
-            caller,
-            target=target,
-            row=row,
-            message=message,
+        return refuse(
             code=jsonrpc.DENIED,
             reason=decision.reason,
             decision=decision,
-            tool=tool,
-            arguments=arguments,
         )
     if decision.rate_limit is not None:
         limit = decision.rate_limit
@@ -650,33 +647,19 @@ def decide_call(  # noqa: PLR0911 - each stage of the pipeline may refuse
             window_seconds=limit.window_seconds,
         )
         if not hit.allowed:
-            return _refuse(
-                session,
-                caller,
-                target=target,
-                row=row,
-                message=message,
+            return refuse(
                 code=jsonrpc.RATE_LIMITED,
                 reason="rate_limited",
                 decision=decision,
                 retry_after=hit.retry_after,
-                tool=tool,
-                arguments=arguments,
             )
     if "phi" in target.data_classes and not repository.active_baa_covers(
         session, target.organization_id, target.id, utcnow()
     ):
-        return _refuse(
-            session,
-            caller,
-            target=target,
-            row=row,
-            message=message,
+        return refuse(
             code=jsonrpc.NO_ACTIVE_BAA,
             reason="no_active_baa",
             decision=decision,
-            tool=tool,
-            arguments=arguments,
         )
     approval_id = None
     if decision.decision == "require_approval":
@@ -690,19 +673,12 @@ def decide_call(  # noqa: PLR0911 - each stage of the pipeline may refuse
             digest=canonical_arguments_digest(arguments),
         )
         if not granted:
-            return _refuse(
-                session,
-                caller,
-                target=target,
-                row=row,
-                message=message,
+            return refuse(
                 code=jsonrpc.APPROVAL_REQUIRED,
                 reason="approval_required",
                 action="require_approval",
                 decision=decision,
                 approval_id=approval_id,
-                tool=tool,
-                arguments=arguments,
             )
     ai_systems = repository.ai_systems_for_server(session, target.organization_id, target.id)
     record_event(
