@@ -104,7 +104,7 @@ _idle_lock = threading.Lock()
 
 
 @contextmanager
-def autocommit_connection() -> Iterator[psycopg.Connection[Any]]:
+def autocommit_connection(*, fresh: bool = False) -> Iterator[psycopg.Connection[Any]]:
     """An autocommit psycopg connection on the pooled URL, for the proxy's hot path: each
     statement is its own transaction (one round trip, no BEGIN/COMMIT), no server-side
     prepared statements, no per-checkout ping.
@@ -114,10 +114,13 @@ def autocommit_connection() -> Iterator[psycopg.Connection[Any]]:
     as it ever used at once. (Under Mangum every invocation runs its sync work on a fresh
     worker thread, since anyio stops a loop's workers when the invocation's task ends: a
     per-thread connection meant a new connection per call.) A connection that is closed or
-    left in any state but idle (a dead one raises OperationalError) is discarded, so the
-    caller's one retry gets a fresh connection."""
-    with _idle_lock:
-        connection = _idle_connections.pop() if _idle_connections else None
+    left in any state but idle (a dead one raises OperationalError) is discarded, and the
+    caller's one retry, asking for a `fresh` connection, does not meet another idle one that
+    the same restart killed."""
+    connection = None
+    if not fresh:
+        with _idle_lock:
+            connection = _idle_connections.pop() if _idle_connections else None
     if connection is None or connection.closed:
         connection = _connect_autocommit()
     try:

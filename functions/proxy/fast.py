@@ -234,7 +234,7 @@ def _execute(payload: dict[str, Any]) -> dict[str, Any]:
     replay answer the recorded outcome instead of deciding twice)."""
     for attempt in (1, 2):
         try:
-            with autocommit_connection() as connection:
+            with autocommit_connection(fresh=attempt == 2) as connection:
                 row = connection.execute(
                     "SELECT igris_proxy_decide(%s)", [Jsonb(payload)]
                 ).fetchone()

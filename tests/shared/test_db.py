@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fastapi import APIRouter, FastAPI
 from fastapi.testclient import TestClient
+from psycopg import OperationalError
 from sqlalchemy import Engine, QueuePool, text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
+from shared import db
 from shared.config import get_settings
 from shared.db import SessionDep, get_session, make_engine, session_scope, sqlalchemy_url
 from shared.ids import new_id
@@ -125,3 +128,61 @@ def test_database_down_is_503_and_recovers_without_restart(
 
     relay.restore()
     assert client.get("/api/v1/relayed/_health").status_code == 200
+
+
+@pytest.fixture
+def relayed_autocommit(monkeypatch: pytest.MonkeyPatch) -> Iterator[TcpRelay]:
+    """The proxy's autocommit connections, running through a relay the test can cut (and an
+    idle list of this test's own, so no relayed connection outlives it)."""
+    pooled = make_url(get_settings().pooled_url())
+    with TcpRelay(pooled.host or "127.0.0.1", pooled.port or 5432) as relay:
+        url = pooled.set(host="127.0.0.1", port=relay.port).render_as_string(hide_password=False)
+        monkeypatch.setenv("DATABASE_URL", url)
+        monkeypatch.setattr(db, "_idle_connections", [])
+        get_settings.cache_clear()
+        try:
+            yield relay
+        finally:
+            for connection in db._idle_connections:
+                connection.close()
+            monkeypatch.undo()
+            get_settings.cache_clear()
+
+
+def backend_pid(connection: Any) -> int:
+    row = connection.execute("SELECT pg_backend_pid()").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_autocommit_connections_are_reused_and_a_dead_one_is_replaced(
+    relayed_autocommit: TcpRelay,
+) -> None:
+    taken: list[Any] = []
+
+    def take() -> None:
+        with db.autocommit_connection() as connection:
+            backend_pid(connection)
+            taken.append(connection)
+
+    for _ in range(3):  # one after the other, each on a new thread, as Mangum's invocations
+        worker = threading.Thread(target=take)
+        worker.start()
+        worker.join()
+    assert len(taken) == 3
+    assert taken[0] is taken[1] is taken[2]
+    with db.autocommit_connection() as one, db.autocommit_connection() as two:
+        assert one is not two  # taken at once: two, and both are kept afterwards
+    with db.autocommit_connection() as a, db.autocommit_connection() as b:
+        assert {id(a), id(b)} == {id(one), id(two)}
+
+    # The database goes away and comes back: the dead connection raises and is discarded,
+    # and a fresh one (what the proxy's one retry asks for) skips the other dead idle one.
+    relayed_autocommit.cut()
+    relayed_autocommit.restore()
+    with pytest.raises(OperationalError), db.autocommit_connection() as dead:
+        backend_pid(dead)
+    assert dead.closed
+    with db.autocommit_connection(fresh=True) as fresh:
+        backend_pid(fresh)
+    assert fresh not in (one, two)
