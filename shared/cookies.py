@@ -17,6 +17,7 @@ from urllib.parse import quote, unquote
 from starlette.responses import Response
 
 from shared.config import get_settings
+from shared.security import constant_time_equal
 
 SESSION_COOKIE: Final = "igris.session_token"
 DONT_REMEMBER_COOKIE: Final = "igris.dont_remember"
@@ -35,7 +36,7 @@ def unsign(signed: str) -> str | None:
     if not dot or len(signature) != SIGNATURE_LENGTH or not signature.endswith("="):
         return None
     expected = sign(value).rpartition(".")[2]
-    return value if hmac.compare_digest(expected, signature) else None
+    return value if constant_time_equal(expected, signature) else None
 
 
 def bearer_token(credential: str) -> str | None:

@@ -254,6 +254,12 @@ def test_unsigned_or_tampered_cookie_is_no_session(client: TestClient) -> None:
     assert client.get("/api/auth/get-session").json() is None
     client.cookies.set("igris.session_token", token + ".AAAA" + "A" * 39 + "=")
     assert client.get("/api/auth/get-session").json() is None
+    # A forged signature with non-ASCII characters (percent-encoded in the cookie) is no
+    # session either, not a 500.
+    client.cookies.set("igris.session_token", token + "." + "%C3%A9" * 43 + "=")
+    response = client.get("/api/auth/get-session")
+    assert response.status_code == 200
+    assert response.json() is None
 
 
 def test_sliding_expiry_refreshes_after_a_day_within_the_cap(
