@@ -50,6 +50,26 @@ def upstream() -> Iterator[Any]:
 EVENTS = Path(__file__).resolve().parents[3] / "events"
 
 
+@contextlib.contextmanager
+def engine_statements() -> Iterator[list[str]]:
+    """The statements the SQLAlchemy engine (the slow path's) runs inside the block: none
+    means the warm path, which has its own autocommit connection, answered."""
+    from sqlalchemy import event
+
+    from shared.db import get_engine
+
+    seen: list[str] = []
+
+    def count(*args: Any) -> None:
+        seen.append(str(args[2]))
+
+    event.listen(get_engine(), "before_cursor_execute", count)
+    try:
+        yield seen
+    finally:
+        event.remove(get_engine(), "before_cursor_execute", count)
+
+
 def text_of(result: Any) -> str:
     first = result.content[0]
     assert isinstance(first, TextContent)
@@ -231,8 +251,10 @@ def test_lambda_invocations_on_the_warm_path_reuse_one_database_connection(
             return real_connect(*args, **kwargs)
 
         monkeypatch.setattr(psycopg, "connect", counting_connect)
-        for _ in range(5):
-            assert echoed(handler(event, context)) == "hello"
+        with engine_statements() as slow_path:
+            for _ in range(5):
+                assert echoed(handler(event, context)) == "hello"
+        assert slow_path == []  # all five took the warm path
         assert opened == []
         trail = events(tenant)
         assert (len(decisions(trail)), len(outcomes(trail))) == (7, 7)
@@ -271,7 +293,9 @@ def warm_path_scenario(proxy: str, upstream: Any) -> None:
                 .where(col(ApiKey.id) == tenant.key_id)
                 .values(last_used_at=utcnow() - timedelta(minutes=2))
             )
-        assert client.post(url, json=call).json()["result"]["content"][0]["text"] == "hi"
+        with engine_statements() as slow_path:
+            assert client.post(url, json=call).json()["result"]["content"][0]["text"] == "hi"
+        assert slow_path == []  # the warm path answered
         with session_scope() as db:  # the warm path keeps lastUsedAt fresh (≤ 1 min stale)
             key_row = db.get(ApiKey, tenant.key_id)
             assert key_row is not None
