@@ -307,7 +307,8 @@ def decide(warm: Warm, caller: pipeline.Caller, message: JsonObject) -> FastCall
 def record_outcome(
     caller: pipeline.Caller, warm: Warm, call: FastCall, outcome: pipeline.Outcome
 ) -> None:
-    """The outcome event (one statement), and the upstream session id when it changed."""
+    """The outcome event and the upstream session id when it changed: one statement (the
+    update is a data-modifying CTE), so one round trip and both or neither."""
     event = prepare_event(
         **pipeline.outcome_event(
             caller,
@@ -322,10 +323,15 @@ def record_outcome(
         )
     )
     with autocommit_connection() as connection:
-        connection.execute("SELECT igris_append_prepared(%s)", [Jsonb(event.as_json())])
-        if outcome.upstream_session_id is not None:
-            connection.execute(
-                "UPDATE agent_sessions SET mcp_session_id = %s "
-                "WHERE id = %s AND mcp_session_id IS DISTINCT FROM %s",
-                [outcome.upstream_session_id, call.agent_session_id, outcome.upstream_session_id],
-            )
+        connection.execute(
+            "WITH upstream_session AS ("
+            " UPDATE agent_sessions SET mcp_session_id = %(upstream)s::text"
+            " WHERE id = %(agent_session)s AND %(upstream)s::text IS NOT NULL"
+            " AND mcp_session_id IS DISTINCT FROM %(upstream)s::text)"
+            " SELECT igris_append_prepared(%(event)s)",
+            {
+                "upstream": outcome.upstream_session_id,
+                "agent_session": call.agent_session_id,
+                "event": Jsonb(event.as_json()),
+            },
+        )
