@@ -9,7 +9,7 @@ inline guard) so that no transaction stays open across the upstream call.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse, Response
@@ -31,7 +31,9 @@ Slug = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{2,63}$", description="S
 Governed = Depends(InlineGuard(Permission.PROXY_CALL))
 
 
-def _caller(request: Request, principal: Principal, trace_id: str) -> pipeline.Caller:
+def _caller(
+    request: Request, principal: Principal, trace_id: str, metadata: dict[str, Any]
+) -> pipeline.Caller:
     headers = request.headers
     assert principal.organization_id is not None
     assert principal.role is not None
@@ -40,7 +42,7 @@ def _caller(request: Request, principal: Principal, trace_id: str) -> pipeline.C
         organization_id=principal.organization_id,
         role=principal.role.value,
         user_ref=(headers.get("x-igris-user") or None),
-        metadata=pipeline.parse_metadata(headers.get("x-igris-metadata")),
+        metadata=metadata,
         trace_id=trace_id,
         upstream_session_id=headers.get("mcp-session-id"),
         protocol_version=headers.get("mcp-protocol-version"),
@@ -57,8 +59,9 @@ class ProxyRequest:
     """
 
     def __init__(self, request: Request, slug: str, transactions: Transactions) -> None:
+        self.metadata: dict[str, Any] = {}
         try:
-            pipeline.parse_metadata(request.headers.get("x-igris-metadata"))
+            self.metadata = pipeline.parse_metadata(request.headers.get("x-igris-metadata"))
             self.bad_header: pipeline.BadHeader | None = None
         except pipeline.BadHeader as exc:
             self.bad_header = exc  # refused after authentication, so that it is audited
@@ -98,7 +101,7 @@ class ProxyRequest:
                 )
         if self.bad_header is not None:
             raise self.bad_header
-        self._caller = _caller(self.request, principal, self.trace_id)
+        self._caller = _caller(self.request, principal, self.trace_id, self.metadata)
 
     @property
     def caller(self) -> pipeline.Caller:
@@ -198,7 +201,7 @@ class ProxyRequest:
         )
         if warm is None or self.credential is None:
             return None
-        caller = _caller(self.request, warm.principal, self.trace_id)
+        caller = _caller(self.request, warm.principal, self.trace_id, self.metadata)
         call = fast.decide(warm, caller, message)
         if isinstance(call, str):
             fast.forget(self.credential, self.slug)
